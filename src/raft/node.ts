@@ -1,15 +1,22 @@
-// PLACEHOLDER: the Raft driver is being written; this file fixes its public surface so that the
-// HTTP layer and the composition root can be built against it.
+// The Raft driver: the edge where the pure core meets time, disk and network. One processing loop
+// at a time turns the core's Ready into I/O in the order Raft requires (persist, then send, then
+// apply), so one fsync covers every entry and vote that accumulated meanwhile (group commit).
 import type { Logger } from 'pino';
-import type { Transport } from '../transport/transport.js';
-import type {
-  Json,
-  NodeId,
-  RaftStatus,
-  RaftStorage,
-  RequestMessage,
-  ResponseMessage,
-  StateMachine,
+import { DssError } from '../errors.js';
+import { endpointOf, type RaftEndpoint, type Transport } from '../transport/transport.js';
+import { RaftCore } from './core.js';
+import {
+  isResponse,
+  type Json,
+  type Message,
+  type NodeId,
+  type RaftStatus,
+  type RaftStorage,
+  type Ready,
+  type RequestMessage,
+  type ResponseMessage,
+  type Snapshot,
+  type StateMachine,
 } from './types.js';
 
 export interface RaftNodeOptions {
@@ -24,6 +31,12 @@ export interface RaftNodeOptions {
   logger: Logger;
   /** Take a snapshot and compact the log after this many applied entries (default 10000). */
   snapshotEvery?: number;
+  /** Entries kept behind a snapshot so briefly lagging followers need no InstallSnapshot (default 1000). */
+  snapshotRetain?: number;
+  /** A proposal not applied by then fails with 503 (default: 4 x max election timeout). */
+  proposalTimeoutMs?: number;
+  /** Seeded randomness for tests; Math.random otherwise. */
+  random?: () => number;
 }
 
 export interface RaftNodeEvents {
@@ -31,35 +44,486 @@ export interface RaftNodeEvents {
   onStateChange?: (s: RaftStatus) => void;
   /** Called once per election this node starts (for raft_elections_total). */
   onElection?: () => void;
+  /** Storage failed: the node cannot go on safely and has stopped its Raft activity. */
+  onFatal?: (err: Error) => void;
 }
 
+interface PendingProposal {
+  term: number;
+  resolve: (v: { index: number; result: Json }) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface Deferred {
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+interface ReplyWaiter {
+  /** Number of the Ready whose persistence makes our responses sendable. */
+  ready: number;
+  peer: NodeId;
+  resolve: (msgs: ResponseMessage[]) => void;
+}
+
+/** Requests to one peer's append_entries endpoint go one HTTP call at a time, so they arrive in order. */
+interface PeerChannel {
+  queue: RequestMessage[];
+  busy: boolean;
+}
+
+const MAX_BATCH_PER_REQUEST = 256;
+
 export class RaftNode {
-  constructor(_opts: RaftNodeOptions, _events: RaftNodeEvents = {}) {}
+  private readonly opts: RaftNodeOptions;
+  private readonly events: RaftNodeEvents;
+  private readonly tickMs: number;
+  private readonly log: Logger;
+  private core: RaftCore | null = null;
+  private ticker: NodeJS.Timeout | null = null;
+  private running = false;
+  private fatal: Error | null = null;
+
+  private processing = false;
+  private readyCount = 0;
+  private replyWaiters: ReplyWaiter[] = [];
+
+  private proposalBuffer: { command: Json; p: Omit<PendingProposal, 'term' | 'timer'> }[] = [];
+  private pending = new Map<number, PendingProposal>();
+  private readBatch: Deferred[] = [];
+  private nextReadId = 1;
+  private readsInFlight = new Map<number, Deferred[]>();
+  /** Confirmed reads waiting for apply to reach their index. */
+  private readsToServe: { index: number; waiters: Deferred[] }[] = [];
+
+  private channels = new Map<NodeId, PeerChannel>();
+  private lastHeard = new Map<NodeId, number>();
+  private lastState = '';
+  private lastSnapshotIndex = 0;
+  private appliedIndex = 0;
+  private appliedTerm = 0;
+  private snapshotting = false;
+
+  constructor(opts: RaftNodeOptions, events: RaftNodeEvents = {}) {
+    this.opts = opts;
+    this.events = events;
+    this.log = opts.logger;
+    // Ticks fine enough that the heartbeat is at least 5 ticks, capped so idle CPU stays low.
+    this.tickMs = Math.max(1, Math.min(50, Math.floor(opts.heartbeatIntervalMs / 5)));
+  }
+
   /** Load persisted state and start ticking. */
-  start(): Promise<void> {
-    throw new Error('not implemented');
+  async start(): Promise<void> {
+    const persisted = await this.opts.storage.load();
+    if (persisted.snapshot) {
+      this.opts.stateMachine.restore(persisted.snapshot.data);
+      this.lastSnapshotIndex = persisted.snapshot.meta.index;
+      this.appliedIndex = persisted.snapshot.meta.index;
+      this.appliedTerm = persisted.snapshot.meta.term;
+    }
+    const ticks = (ms: number): number => Math.max(1, Math.round(ms / this.tickMs));
+    const heartbeatTicks = ticks(this.opts.heartbeatIntervalMs);
+    this.core = new RaftCore(
+      {
+        id: this.opts.id,
+        voters: this.opts.voters,
+        electionTicksMin: Math.max(heartbeatTicks + 1, ticks(this.opts.electionTimeoutMinMs)),
+        electionTicksMax: Math.max(heartbeatTicks + 1, ticks(this.opts.electionTimeoutMaxMs)),
+        heartbeatTicks,
+        preVote: true,
+        checkQuorum: true,
+        maxEntriesPerAppend: 1024,
+        maxInflight: 64,
+        random: this.opts.random ?? Math.random,
+      },
+      persisted,
+    );
+    this.running = true;
+    this.ticker = setInterval(() => this.onTick(), this.tickMs);
+    this.log.info(
+      {
+        term: persisted.hardState.term,
+        commit: persisted.hardState.commit,
+        entries: persisted.entries.length,
+        snapshot: persisted.snapshot?.meta.index ?? 0,
+      },
+      'raft started',
+    );
+    this.kick();
   }
-  /** Stop timers, reject pending proposals, close storage. */
-  stop(): Promise<void> {
-    throw new Error('not implemented');
+
+  /** Stop timers, fail pending proposals and reads, close storage. Hands leadership over first if asked. */
+  async stop(opts: { transferLeadership?: boolean } = {}): Promise<void> {
+    if (!this.running) return;
+    if (opts.transferLeadership) await this.transferLeadership();
+    this.running = false;
+    if (this.ticker) clearInterval(this.ticker);
+    this.failAll(new DssError('shutting_down', 'node is shutting down'));
+    while (this.processing) await new Promise((r) => setTimeout(r, 2));
+    await this.opts.storage.close();
   }
+
   status(): RaftStatus {
-    throw new Error('not implemented');
+    return this.requireCore().status();
   }
-  /** Peers heard from within an election timeout (leader's view); self always included. */
+
+  /** Peers heard from within an election timeout; self always included. */
   reachablePeers(): Set<NodeId> {
-    throw new Error('not implemented');
+    const out = new Set<NodeId>([this.opts.id]);
+    const now = Date.now();
+    for (const [id, at] of this.lastHeard) if (now - at <= this.opts.electionTimeoutMaxMs) out.add(id);
+    return out;
   }
-  /** Handle one internal Raft RPC; resolves with the responses to send back once durable. */
-  handleRequest(_msg: RequestMessage): Promise<ResponseMessage[]> {
-    throw new Error('not implemented');
+
+  /** Handle one batch of internal Raft RPCs; resolves with the responses once they are durable. */
+  handleRequests(msgs: RequestMessage[]): Promise<ResponseMessage[]> {
+    const core = this.requireRunning();
+    const peer = msgs[0]?.from;
+    if (peer === undefined) return Promise.resolve([]);
+    this.lastHeard.set(peer, Date.now());
+    for (const m of msgs) core.step(m);
+    const target = this.readyCount + 1;
+    return new Promise((resolve) => {
+      this.replyWaiters.push({ ready: target, peer, resolve });
+      this.kick();
+    });
   }
+
   /** Replicate a command; resolves after it is committed and applied here, with the apply result. */
-  propose(_command: Json): Promise<{ index: number; result: Json }> {
-    throw new Error('not implemented');
+  propose(command: Json): Promise<{ index: number; result: Json }> {
+    const core = this.requireRunning();
+    const st = core.status();
+    if (st.role !== 'leader') return Promise.reject(this.notLeader(st.leaderId));
+    return new Promise((resolve, reject) => {
+      this.proposalBuffer.push({ command, p: { resolve, reject } });
+      this.kick();
+    });
   }
+
   /** Resolves when this leader may serve a linearizable read from its state machine. */
   readIndex(): Promise<void> {
-    throw new Error('not implemented');
+    const core = this.requireRunning();
+    const st = core.status();
+    if (st.role !== 'leader') return Promise.reject(this.notLeader(st.leaderId));
+    return new Promise((resolve, reject) => {
+      this.readBatch.push({ resolve, reject });
+      this.kick();
+    });
+  }
+
+  /** Ask the most up-to-date follower to take over, and wait (bounded) until it has. */
+  async transferLeadership(): Promise<boolean> {
+    const core = this.core;
+    if (!core || core.status().role !== 'leader') return false;
+    const peers = this.opts.voters.filter((v) => v !== this.opts.id && this.reachablePeers().has(v));
+    const target = peers[0];
+    if (target === undefined || !core.transferLeadership(target)) return false;
+    this.kick();
+    const deadline = Date.now() + this.opts.electionTimeoutMinMs;
+    while (Date.now() < deadline && core.status().role === 'leader') {
+      await new Promise((r) => setTimeout(r, this.tickMs));
+    }
+    return core.status().role !== 'leader';
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  private onTick(): void {
+    if (!this.running || !this.core) return;
+    this.core.tick();
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.processing || !this.running || this.fatal) return;
+    this.processing = true;
+    this.process()
+      .catch((e: unknown) => this.die(e instanceof Error ? e : new Error(String(e))))
+      .finally(() => {
+        this.processing = false;
+        // Work that arrived during the last await is picked up by a fresh run.
+        if (this.running && !this.fatal && this.core && (this.core.hasReady() || this.hasBufferedWork())) {
+          this.kick();
+        }
+      });
+  }
+
+  private hasBufferedWork(): boolean {
+    return this.proposalBuffer.length > 0 || this.readBatch.length > 0;
+  }
+
+  private async process(): Promise<void> {
+    const core = this.requireCore();
+    for (;;) {
+      this.flushBuffers(core);
+      this.noteStateChange(core);
+      if (!core.hasReady()) break;
+      const rd = core.ready();
+      const n = ++this.readyCount;
+      await this.persist(rd);
+      if (!this.running) return;
+      this.dispatch(rd.messages, n);
+      this.apply(rd);
+      core.advance(rd);
+      await this.maybeSnapshot(core);
+    }
+    // Requests whose step produced nothing to persist or send: answer them (with nothing) now.
+    this.releaseWaiters(Number.MAX_SAFE_INTEGER, []);
+  }
+
+  private flushBuffers(core: RaftCore): void {
+    if (this.proposalBuffer.length > 0) {
+      const batch = this.proposalBuffer;
+      this.proposalBuffer = [];
+      const placed = core.propose(batch.map((b) => b.command));
+      if (placed === null) {
+        const err = this.notLeader(core.status().leaderId);
+        for (const b of batch) b.p.reject(err);
+      } else {
+        placed.forEach((pos, i) => {
+          const { resolve, reject } = batch[i]!.p;
+          const timer = setTimeout(
+            () => {
+              if (this.pending.delete(pos.index)) {
+                reject(new DssError('unavailable', 'proposal was not committed in time (no quorum?)'));
+              }
+            },
+            this.opts.proposalTimeoutMs ?? 4 * this.opts.electionTimeoutMaxMs,
+          );
+          this.pending.set(pos.index, { term: pos.term, resolve, reject, timer });
+        });
+      }
+    }
+    if (this.readBatch.length > 0) {
+      const waiters = this.readBatch;
+      this.readBatch = [];
+      const id = this.nextReadId++;
+      if (core.readIndex(id)) this.readsInFlight.set(id, waiters);
+      else {
+        const err = this.notLeader(core.status().leaderId);
+        for (const w of waiters) w.reject(err);
+      }
+    }
+  }
+
+  private async persist(rd: Ready): Promise<void> {
+    const storage = this.opts.storage;
+    if (rd.snapshot) await storage.saveSnapshot(rd.snapshot, true);
+    if (rd.hardState || rd.entries.length > 0) await storage.save(rd.hardState, rd.entries, rd.mustSync);
+  }
+
+  private apply(rd: Ready): void {
+    const sm = this.opts.stateMachine;
+    if (rd.snapshot) {
+      sm.restore(rd.snapshot.data);
+      this.appliedIndex = rd.snapshot.meta.index;
+      this.appliedTerm = rd.snapshot.meta.term;
+      this.lastSnapshotIndex = rd.snapshot.meta.index;
+      // Proposals at or below the snapshot were decided elsewhere; we cannot tell their result.
+      for (const [index, p] of this.pending) {
+        if (index <= rd.snapshot.meta.index) this.settle(index, p, null);
+      }
+    }
+    for (const e of rd.committed) {
+      const result = e.kind === 'command' ? sm.apply(e.command, e.index, e.term) : null;
+      this.appliedIndex = e.index;
+      this.appliedTerm = e.term;
+      const p = this.pending.get(e.index);
+      if (p) this.settle(e.index, p, p.term === e.term ? { index: e.index, result } : null);
+    }
+    for (const rs of rd.readStates) {
+      const waiters = this.readsInFlight.get(rs.id);
+      this.readsInFlight.delete(rs.id);
+      if (waiters) this.readsToServe.push({ index: rs.index, waiters });
+    }
+    for (const id of rd.droppedReads) {
+      const waiters = this.readsInFlight.get(id) ?? [];
+      this.readsInFlight.delete(id);
+      const err = new DssError('not_leader', 'leadership lost before the read was confirmed');
+      for (const w of waiters) w.reject(err);
+    }
+    this.readsToServe = this.readsToServe.filter((r) => {
+      if (r.index > this.appliedIndex) return true;
+      for (const w of r.waiters) w.resolve();
+      return false;
+    });
+  }
+
+  private settle(index: number, p: PendingProposal, ok: { index: number; result: Json } | null): void {
+    clearTimeout(p.timer);
+    this.pending.delete(index);
+    if (ok) p.resolve(ok);
+    else p.reject(new DssError('not_leader', 'leadership changed; the proposal was not committed'));
+  }
+
+  private async maybeSnapshot(core: RaftCore): Promise<void> {
+    const every = this.opts.snapshotEvery ?? 10_000;
+    if (this.snapshotting || this.appliedIndex - this.lastSnapshotIndex < every) return;
+    this.snapshotting = true;
+    try {
+      const snapshot: Snapshot = {
+        meta: { index: this.appliedIndex, term: this.appliedTerm, voters: [...this.opts.voters] },
+        data: this.opts.stateMachine.snapshot(),
+      };
+      await this.opts.storage.saveSnapshot(snapshot, false);
+      const keepFrom = Math.max(1, snapshot.meta.index - (this.opts.snapshotRetain ?? 1000) + 1);
+      core.compact(snapshot, keepFrom);
+      await this.opts.storage.compact(keepFrom - 1);
+      this.lastSnapshotIndex = snapshot.meta.index;
+      this.log.debug({ index: snapshot.meta.index }, 'raft snapshot taken');
+    } finally {
+      this.snapshotting = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- network
+
+  private dispatch(messages: Message[], readyNumber: number): void {
+    const replies = new Map<NodeId, ResponseMessage[]>();
+    for (const m of messages) {
+      if (isResponse(m)) {
+        let list = replies.get(m.to);
+        if (!list) replies.set(m.to, (list = []));
+        list.push(m);
+      } else {
+        this.sendRequest(m);
+      }
+    }
+    this.releaseWaiters(readyNumber, replies);
+  }
+
+  /** Answer HTTP requests whose responses became durable with Ready `upTo`; unclaimed replies are dropped. */
+  private releaseWaiters(upTo: number, replies: Map<NodeId, ResponseMessage[]> | []): void {
+    const map = Array.isArray(replies) ? new Map<NodeId, ResponseMessage[]>() : replies;
+    const keep: ReplyWaiter[] = [];
+    for (const w of this.replyWaiters) {
+      if (w.ready > upTo) {
+        keep.push(w);
+        continue;
+      }
+      w.resolve(map.get(w.peer) ?? []);
+      map.delete(w.peer);
+    }
+    this.replyWaiters = keep;
+  }
+
+  private sendRequest(m: RequestMessage): void {
+    const endpoint = endpointOf(m);
+    if (endpoint === 'append_entries') {
+      let ch = this.channels.get(m.to);
+      if (!ch) this.channels.set(m.to, (ch = { queue: [], busy: false }));
+      ch.queue.push(m);
+      this.pumpChannel(m.to, ch);
+      return;
+    }
+    const timeout =
+      endpoint === 'install_snapshot'
+        ? Math.max(30_000, this.opts.electionTimeoutMaxMs)
+        : this.opts.electionTimeoutMinMs;
+    this.opts.transport.send(m.to, endpoint, [m], timeout).then(
+      (resps) => this.onResponses(m.to, resps),
+      (err: unknown) => {
+        if (m.type === 'snapshot') this.core?.reportSnapshot(m.to, false);
+        this.log.debug({ peer: m.to, endpoint, err: String(err) }, 'raft send failed');
+        this.kick();
+      },
+    );
+  }
+
+  private pumpChannel(peer: NodeId, ch: PeerChannel): void {
+    if (ch.busy || ch.queue.length === 0 || !this.running) return;
+    const batch = ch.queue.splice(0, MAX_BATCH_PER_REQUEST);
+    ch.busy = true;
+    const endpoint: RaftEndpoint = 'append_entries';
+    const timeout = Math.max(this.opts.electionTimeoutMinMs, 4 * this.opts.heartbeatIntervalMs);
+    this.opts.transport.send(peer, endpoint, batch, timeout).then(
+      (resps) => {
+        ch.busy = false;
+        this.onResponses(peer, resps);
+        this.pumpChannel(peer, ch);
+      },
+      (err: unknown) => {
+        ch.busy = false;
+        // What was queued behind a failed call is stale by now; the core resends from its progress.
+        ch.queue = ch.queue.filter((q) => q.type !== 'append' || q.entries.length === 0).slice(-1);
+        this.core?.reportUnreachable(peer);
+        this.log.debug({ peer, err: String(err) }, 'raft append failed');
+        this.kick();
+        this.pumpChannel(peer, ch);
+      },
+    );
+  }
+
+  private onResponses(peer: NodeId, resps: ResponseMessage[]): void {
+    if (!this.running || !this.core) return;
+    this.lastHeard.set(peer, Date.now());
+    for (const r of resps) this.core.step(r);
+    this.kick();
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private noteStateChange(core: RaftCore): void {
+    const st = core.status();
+    const key = `${st.role}/${st.term}/${st.leaderId ?? ''}`;
+    if (key === this.lastState) return;
+    const prevRole = this.lastState.split('/')[0];
+    this.lastState = key;
+    if (st.role === 'candidate' && prevRole !== 'candidate') this.events.onElection?.();
+    if (st.role !== 'leader') {
+      // Entries we proposed as leader may still commit under the next leader, but we cannot know
+      // when or whether; fail them now so callers retry (lock commands are idempotent).
+      for (const [index, p] of this.pending) if (index > st.commitIndex) this.settle(index, p, null);
+      for (const r of this.readBatch) r.reject(this.notLeader(st.leaderId));
+      this.readBatch = [];
+    }
+    this.log.info({ role: st.role, term: st.term, leader: st.leaderId }, 'raft state');
+    this.events.onStateChange?.(st);
+  }
+
+  private notLeader(leaderId: NodeId | null): DssError {
+    return leaderId === null
+      ? new DssError('no_leader', 'no Raft leader at the moment', { retryAfter: 1 })
+      : new DssError('not_leader', `this node is not the leader; the leader is ${leaderId}`, {
+          details: { leader_id: leaderId },
+        });
+  }
+
+  private failAll(err: Error): void {
+    for (const [index, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(index);
+      p.reject(err);
+    }
+    for (const b of this.proposalBuffer) b.p.reject(err);
+    this.proposalBuffer = [];
+    for (const r of this.readBatch) r.reject(err);
+    this.readBatch = [];
+    for (const ws of this.readsInFlight.values()) for (const w of ws) w.reject(err);
+    this.readsInFlight.clear();
+    for (const r of this.readsToServe) for (const w of r.waiters) w.reject(err);
+    this.readsToServe = [];
+    this.releaseWaiters(Number.MAX_SAFE_INTEGER, []);
+  }
+
+  private die(err: Error): void {
+    this.fatal = err;
+    this.running = false;
+    if (this.ticker) clearInterval(this.ticker);
+    this.log.fatal({ err }, 'raft storage failed; this node stops taking part in Raft');
+    this.failAll(new DssError('unavailable', 'raft storage failed on this node'));
+    this.events.onFatal?.(err);
+  }
+
+  private requireCore(): RaftCore {
+    if (!this.core) throw new DssError('unavailable', 'raft is not started');
+    return this.core;
+  }
+
+  private requireRunning(): RaftCore {
+    const core = this.requireCore();
+    if (!this.running) throw new DssError('shutting_down', 'raft is stopped');
+    return core;
   }
 }

@@ -195,8 +195,12 @@ export interface RaftStorage {
   load(): Promise<PersistedState>;
   /** Append (replacing any stored suffix from entries[0].index) and record hardState; one fsync when sync. */
   save(hardState: HardState | null, entries: Entry[], sync: boolean): Promise<void>;
-  /** Durably store a snapshot; entries at or below its index may be discarded afterwards. */
-  saveSnapshot(snapshot: Snapshot): Promise<void>;
+  /**
+   * Durably store a snapshot. `replaceLog: false` (a local snapshot for compaction) keeps the stored
+   * entries; `replaceLog: true` (a snapshot received from the leader) discards every stored entry:
+   * the log restarts right after the snapshot, and entries saved later follow it.
+   */
+  saveSnapshot(snapshot: Snapshot, replaceLog: boolean): Promise<void>;
   /** Drop stored entries with index <= upTo (a snapshot covering them is already saved). */
   compact(upTo: number): Promise<void>;
   close(): Promise<void>;

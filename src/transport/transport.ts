@@ -1,13 +1,33 @@
 import type { NodeId, RequestMessage, ResponseMessage } from '../raft/types.js';
 
+/** Which internal endpoint a batch goes to. */
+export type RaftEndpoint = 'request_vote' | 'append_entries' | 'install_snapshot';
+
+export function endpointOf(msg: RequestMessage): RaftEndpoint {
+  switch (msg.type) {
+    case 'vote':
+      return 'request_vote';
+    case 'snapshot':
+      return 'install_snapshot';
+    case 'append':
+    case 'timeout_now':
+      return 'append_entries';
+  }
+}
+
 /**
- * Node-to-node delivery of Raft requests. A request travels as one HTTP POST; the responses the
- * receiver produced for it come back in the HTTP response body. Tests wrap it to drop, delay or
- * partition traffic.
+ * Node-to-node delivery of Raft requests. One call is one HTTP POST to `endpoint` on node `to`
+ * carrying a batch of requests (body `{messages:[...]}`, all for that endpoint, in order); the
+ * responses the receiver produced for them come back in the HTTP response body. Tests wrap it to
+ * drop, delay or partition traffic.
  */
 export interface Transport {
-  /** Deliver `msg` to `msg.to`; resolves with the receiver's responses, rejects on failure or timeout. */
-  send(msg: RequestMessage, timeoutMs: number): Promise<ResponseMessage[]>;
+  send(
+    to: NodeId,
+    endpoint: RaftEndpoint,
+    msgs: RequestMessage[],
+    timeoutMs: number,
+  ): Promise<ResponseMessage[]>;
   close(): Promise<void>;
 }
 
