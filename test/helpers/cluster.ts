@@ -1,0 +1,253 @@
+// Real node processes on loopback for integration tests. Every node reaches every other node
+// through its own TcpProxy, so a test can partition the network for real; tests talk to nodes
+// directly. Children are always reaped: stop() in an `after` hook, plus an exit-time safety net.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, type WriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, TcpProxy, type ProxyMode } from './proxy.js';
+import { waitFor } from './wait.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
+export interface ClusterOptions {
+  nodes?: number;
+  electionMinMs?: number;
+  electionMaxMs?: number;
+  heartbeatMs?: number;
+  roles?: string;
+  env?: Record<string, string>;
+}
+
+export interface NodeStatus {
+  node_id: string;
+  raft: { state: string; term: number; leader_id: string | null; commit_index: number; last_applied: number };
+}
+
+export interface TestNode {
+  id: string;
+  port: number;
+  url: string;
+  dataDir: string;
+  env: Record<string, string>;
+  proc: ChildProcess | null;
+  paused: boolean;
+  logFile: string;
+}
+
+export class TestCluster {
+  readonly dir: string;
+  readonly nodes: TestNode[] = [];
+  /** proxies.get(`${from}->${to}`): the path `from` uses to reach `to`. */
+  private readonly proxies = new Map<string, TcpProxy>();
+  private readonly logs: WriteStream[] = [];
+
+  private constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
+    const n = opts.nodes ?? 3;
+    const c = new TestCluster(mkdtempSync(join(tmpdir(), 'dss-cluster-')));
+    try {
+      const ports: number[] = [];
+      for (let i = 0; i < n; i++) ports.push(await freePort());
+      const ids = ports.map((_, i) => `node${i + 1}`);
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          if (i === j) continue;
+          const p = new TcpProxy(ports[j]!);
+          await p.listen();
+          c.proxies.set(`${ids[i]}->${ids[j]}`, p);
+        }
+      }
+      for (let i = 0; i < n; i++) {
+        const id = ids[i]!;
+        const addrs = ids
+          .map((peer, j) =>
+            peer === id
+              ? `${peer}=127.0.0.1:${ports[j]}`
+              : `${peer}=127.0.0.1:${c.proxies.get(`${id}->${peer}`)!.port}`,
+          )
+          .join(',');
+        const dataDir = join(c.dir, id);
+        c.nodes.push({
+          id,
+          port: ports[i]!,
+          url: `http://127.0.0.1:${ports[i]}`,
+          dataDir,
+          logFile: join(c.dir, `${id}.log`),
+          proc: null,
+          paused: false,
+          env: {
+            NODE_ID: id,
+            NODE_HOST: '127.0.0.1',
+            NODE_PORT: String(ports[i]),
+            CLUSTER_ADDRS: addrs,
+            NODE_ROLES: opts.roles ?? 'lock',
+            RAFT_ELECTION_TIMEOUT_MIN: String((opts.electionMinMs ?? 150) / 1000),
+            RAFT_ELECTION_TIMEOUT_MAX: String((opts.electionMaxMs ?? 300) / 1000),
+            RAFT_HEARTBEAT_INTERVAL: String((opts.heartbeatMs ?? 50) / 1000),
+            DATA_DIR: dataDir,
+            LOG_LEVEL: 'info',
+            DSS_TEST_HOOKS: '1',
+            ...opts.env,
+          },
+        });
+      }
+      for (const node of c.nodes) c.spawn(node);
+      await Promise.all(c.nodes.map((node) => c.waitHealthy(node.id)));
+      return c;
+    } catch (e) {
+      await c.stop();
+      throw e;
+    }
+  }
+
+  node(id: string): TestNode {
+    const n = this.nodes.find((x) => x.id === id);
+    if (!n) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  private spawn(node: TestNode): void {
+    const log = createWriteStream(node.logFile, { flags: 'a' });
+    this.logs.push(log);
+    const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'node'], {
+      cwd: ROOT,
+      env: { ...process.env, ...node.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    live.add(proc);
+    proc.stdout.pipe(log, { end: false });
+    proc.stderr.pipe(log, { end: false });
+    proc.on('exit', () => {
+      live.delete(proc);
+      if (node.proc === proc) node.proc = null;
+    });
+    node.proc = proc;
+    node.paused = false;
+  }
+
+  async waitHealthy(id: string, timeoutMs = 20_000): Promise<void> {
+    const node = this.node(id);
+    await waitFor(`${id} healthy`, async () => (await fetch(`${node.url}/health`)).ok, { timeoutMs });
+  }
+
+  /** SIGKILL (default) or another signal; waits until a killed process is gone. */
+  async kill(id: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const node = this.node(id);
+    const proc = node.proc;
+    if (!proc) return;
+    if (node.paused) proc.kill('SIGCONT');
+    const gone = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    proc.kill(signal);
+    await gone;
+  }
+
+  pause(id: string): void {
+    const node = this.node(id);
+    node.proc?.kill('SIGSTOP');
+    node.paused = true;
+  }
+
+  resume(id: string): void {
+    const node = this.node(id);
+    node.proc?.kill('SIGCONT');
+    node.paused = false;
+  }
+
+  async restart(id: string): Promise<void> {
+    const node = this.node(id);
+    if (node.proc) await this.kill(id);
+    this.spawn(node);
+    await this.waitHealthy(id);
+  }
+
+  /** Cut every link between the groups (both directions); nodes not named keep all their links. */
+  partition(groups: string[][], mode: ProxyMode = 'blackhole'): void {
+    for (let a = 0; a < groups.length; a++) {
+      for (let b = 0; b < groups.length; b++) {
+        if (a === b) continue;
+        for (const x of groups[a]!) for (const y of groups[b]!) this.proxies.get(`${x}->${y}`)?.setMode(mode);
+      }
+    }
+  }
+
+  heal(): void {
+    for (const p of this.proxies.values()) p.setMode('pass');
+  }
+
+  async status(id: string): Promise<NodeStatus> {
+    const res = await fetch(`${this.node(id).url}/status`, { signal: AbortSignal.timeout(1000) });
+    if (!res.ok) throw new Error(`${id} /status: ${res.status}`);
+    return (await res.json()) as NodeStatus;
+  }
+
+  /** Statuses of the nodes that are running and not paused. */
+  async statuses(): Promise<NodeStatus[]> {
+    const up = this.nodes.filter((n) => n.proc && !n.paused);
+    const all = await Promise.allSettled(up.map((n) => this.status(n.id)));
+    return all.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  }
+
+  /** Wait until the given nodes (default: all running) agree on one leader; returns its id and term. */
+  async leader(among?: string[], timeoutMs = 15_000): Promise<{ id: string; term: number }> {
+    return waitFor(
+      'a single agreed leader',
+      async () => {
+        const sts = (await this.statuses()).filter((s) => !among || among.includes(s.node_id));
+        const expected = among?.length ?? this.nodes.filter((n) => n.proc && !n.paused).length;
+        if (sts.length < expected) return undefined;
+        const leaders = sts.filter((s) => s.raft.state === 'leader');
+        if (leaders.length !== 1) return undefined;
+        const l = leaders[0]!;
+        if (!sts.every((s) => s.raft.leader_id === l.node_id && s.raft.term === l.raft.term))
+          return undefined;
+        return { id: l.node_id, term: l.raft.term };
+      },
+      { timeoutMs },
+    );
+  }
+
+  /** Propose a test command through the debug hook of node `id` (must be leader). */
+  async propose(id: string, command: unknown, timeoutMs = 5000): Promise<{ index: number }> {
+    const res = await fetch(`${this.node(id).url}/debug/raft/propose`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ command }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const body = (await res.json()) as { index?: number; error?: { code: string } };
+    if (!res.ok || body.index === undefined)
+      throw new Error(`propose on ${id}: ${res.status} ${JSON.stringify(body)}`);
+    return { index: body.index };
+  }
+
+  /** The debug state machine of node `id`: applied command count, digest and applied ids. */
+  async smState(id: string): Promise<{ count: number; digest: string; ids: string[] }> {
+    const res = await fetch(`${this.node(id).url}/debug/raft/state`, { signal: AbortSignal.timeout(2000) });
+    if (!res.ok) throw new Error(`${id} /debug/raft/state: ${res.status}`);
+    return (await res.json()) as { count: number; digest: string; ids: string[] };
+  }
+
+  logTail(id: string, lines = 40): string {
+    try {
+      return readFileSync(this.node(id).logFile, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '';
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => this.kill(n.id)));
+    await Promise.all([...this.proxies.values()].map((p) => p.close()));
+    for (const l of this.logs) l.end();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
