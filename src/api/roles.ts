@@ -1,0 +1,40 @@
+// Role guard (SPEC 1.1): a request for a role this node does not run gets 421 role_not_served naming
+// the nodes that do, so clients (and the SDK) can go there instead.
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import type { ClusterMember, NodeRole } from '../config/index.js';
+import { DssError } from '../errors.js';
+
+export interface RoleView {
+  roles: readonly NodeRole[];
+  cluster: readonly ClusterMember[];
+}
+
+export function nodesServing(view: RoleView, role: NodeRole): { id: string; url: string }[] {
+  return view.cluster.filter((m) => m.roles.includes(role)).map((m) => ({ id: m.id, url: m.url }));
+}
+
+export function roleNotServed(view: RoleView, role: NodeRole): DssError {
+  return new DssError('role_not_served', `this node does not run the ${role} role`, {
+    details: { role, nodes: nodesServing(view, role) },
+  });
+}
+
+/** Throws 421 unless this node runs `role`; for code paths outside a route hook. */
+export function assertRole(view: RoleView, role: NodeRole): void {
+  if (!view.roles.includes(role)) throw roleNotServed(view, role);
+}
+
+/**
+ * Route-level onRequest hook: `{ onRequest: requireRole(ctx, 'queue') }`. It runs before the body
+ * is read, so a misdirected request costs no parsing.
+ */
+export function requireRole(
+  view: RoleView,
+  role: NodeRole,
+): (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void {
+  const served = view.roles.includes(role);
+  return (_request, _reply, done) => {
+    if (served) done();
+    else done(roleNotServed(view, role));
+  };
+}

@@ -1,0 +1,31 @@
+// Test-only hooks (DSS_TEST_HOOKS=1): propose a raw command through Raft and read the placeholder
+// state machine, so integration tests can drive replication before the lock manager exists.
+import { Type } from 'typebox';
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
+import type { Json } from '../../raft/types.js';
+import type { ApiContext } from '../context.js';
+import { requireRole } from '../roles.js';
+import { JsonValue } from '../schemas/common.js';
+
+export interface DebugDeps {
+  propose(command: Json): Promise<{ index: number; result: Json }>;
+  state(): unknown;
+}
+
+export function debugRoutes(deps: DebugDeps): FastifyPluginCallbackTypebox<{ ctx: ApiContext }> {
+  return (app, { ctx }, done) => {
+    const onRequest = requireRole(ctx, 'lock');
+    app.post(
+      '/debug/raft/propose',
+      {
+        onRequest,
+        schema: { hide: true, body: Type.Object({ command: JsonValue }) },
+      },
+      async (req) => deps.propose(req.body.command),
+    );
+    app.get('/debug/raft/state', { onRequest, schema: { hide: true } }, (_req, reply) => {
+      void reply.send(deps.state());
+    });
+    done();
+  };
+}

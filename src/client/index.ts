@@ -1,0 +1,11 @@
+export {
+  DssClient,
+  type ClusterNodeStatus,
+  type ClusterStatus,
+  type DssClientOptions,
+  type DssResponse,
+  type HttpMethod,
+  type RequestOptions,
+} from './client.js';
+export { DssConnectionError, DssHttpError } from './errors.js';
+export type { HealthReply, NodeStatus, PeerStatusWire, RaftSectionWire } from '../api/schemas/ops.js';

@@ -1,0 +1,220 @@
+// Composition root of one node: logger, metrics, Raft (lock-role nodes only) with file storage and
+// the HTTP transport, peer probes, and the HTTP server.
+import { mkdir, readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import type { DssApp, ReadinessCheck, StatusSections } from '../api/context.js';
+import { raftLeaderCheck } from '../api/routes/ops.js';
+import { debugRoutes } from '../api/routes/debug.js';
+import { buildServer, type ServicePlugin } from '../api/server.js';
+import { ConfigError, type Config } from '../config/index.js';
+import { createLogger, type Logger } from '../log.js';
+import { createMetrics, type Metrics, type RaftMetrics } from '../metrics/index.js';
+import { NoopStateMachine } from '../raft/noop-state-machine.js';
+import { RaftNode } from '../raft/node.js';
+import { FileStorage } from '../raft/storage/file-storage.js';
+import type { Json, StateMachine } from '../raft/types.js';
+import { HttpTransport } from '../transport/http.js';
+import { PeerProber } from './peer-probe.js';
+
+export interface RunningNode {
+  readonly config: Config;
+  /** Where this node actually listens (resolves NODE_PORT=0). */
+  readonly url: string;
+  readonly app: DssApp;
+  /** Null on nodes without the lock role. */
+  readonly raft: RaftNode | null;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** Graceful stop: hand over leadership, close the server, stop Raft, close the transport. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface StartNodeOptions {
+  logger?: Logger;
+  /** Replicated state machine (the lock manager); a counting no-op until it exists. */
+  stateMachine?: StateMachine;
+  /** Route plugins of services (locks, queues, cache). */
+  plugins?: ServicePlugin[];
+  readinessChecks?: ReadinessCheck[];
+  statusSections?: StatusSections;
+  /** Raft storage failed: the node can no longer take part safely. Default: log only. */
+  onFatal?: (err: Error) => void;
+}
+
+interface TlsMaterial {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer | undefined;
+}
+
+async function readTls(config: Config): Promise<TlsMaterial | null> {
+  if (!config.tls) return null;
+  const read = async (variable: string, file: string): Promise<Buffer> => {
+    try {
+      return await readFile(file);
+    } catch (e) {
+      throw new ConfigError(
+        variable,
+        `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      );
+    }
+  };
+  return {
+    cert: await read('TLS_CERT', config.tls.certFile),
+    key: await read('TLS_KEY', config.tls.keyFile),
+    ca: config.tls.caFile === null ? undefined : await read('TLS_CA', config.tls.caFile),
+  };
+}
+
+/** Counts snapshots installed from a leader: every restore after start is one. */
+function countInstalls(sm: StateMachine, installed: () => void): StateMachine & { started: boolean } {
+  const wrapped = {
+    started: false,
+    apply: (command: Json, index: number, term: number) => sm.apply(command, index, term),
+    snapshot: () => sm.snapshot(),
+    restore: (data: Json) => {
+      sm.restore(data);
+      if (wrapped.started) installed();
+    },
+  };
+  return wrapped;
+}
+
+export async function startNode(config: Config, opts: StartNodeOptions = {}): Promise<RunningNode> {
+  const logger = opts.logger ?? createLogger({ level: config.logLevel, nodeId: config.nodeId });
+  const tls = await readTls(config);
+  const metrics = createMetrics({ nodeId: config.nodeId });
+  const others = config.cluster.filter((m) => m.id !== config.nodeId);
+  if (config.apiTokens.length > 0 && config.clusterSecret === null) {
+    logger.warn('API_TOKENS is set but CLUSTER_SECRET is not: internal endpoints are unauthenticated');
+  }
+
+  const cleanups: (() => Promise<void>)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const c of cleanups.splice(0).reverse()) {
+      try {
+        await c();
+      } catch (err) {
+        logger.error({ err }, 'error during shutdown');
+      }
+    }
+  };
+
+  try {
+    let raft: RaftNode | null = null;
+    const plugins: ServicePlugin[] = [];
+    const readinessChecks: ReadinessCheck[] = [];
+
+    if (config.roles.includes('lock')) {
+      // Only lock-role nodes are Raft voters; the other roles need no consensus.
+      const voters = config.cluster.filter((m) => m.roles.includes('lock'));
+      const dataDir = resolve(config.dataDir);
+      await mkdir(dataDir, { recursive: true });
+      const transport = new HttpTransport({
+        peers: voters.filter((m) => m.id !== config.nodeId).map((m) => ({ id: m.id, url: m.url })),
+        clusterSecret: config.clusterSecret,
+        ...(tls?.ca ? { ca: tls.ca } : {}),
+      });
+      cleanups.push(() => transport.close());
+
+      const storage = new FileStorage(join(dataDir, 'raft'));
+      const noop = new NoopStateMachine();
+      let raftMetrics: RaftMetrics | null = null;
+      const stateMachine = countInstalls(opts.stateMachine ?? noop, () =>
+        raftMetrics?.snapshotsInstalled.inc(),
+      );
+      const node = new RaftNode(
+        {
+          id: config.nodeId,
+          voters: voters.map((m) => m.id),
+          electionTimeoutMinMs: config.raft.electionTimeoutMinMs,
+          electionTimeoutMaxMs: config.raft.electionTimeoutMaxMs,
+          heartbeatIntervalMs: config.raft.heartbeatIntervalMs,
+          snapshotEvery: config.raft.snapshotEvery,
+          snapshotRetain: config.raft.snapshotRetain,
+          storage,
+          transport,
+          stateMachine,
+          logger: logger.child({ component: 'raft' }),
+        },
+        {
+          onElection: () => raftMetrics?.elections.inc(),
+          onFatal: (err) => {
+            logger.fatal({ err }, 'raft failed; this node no longer takes part in the lock group');
+            opts.onFatal?.(err);
+          },
+        },
+      );
+      raftMetrics = metrics.bindRaft(() => node.status());
+      try {
+        await node.start();
+      } catch (e) {
+        // A node that failed to start does not close its storage on stop(); release it here.
+        await storage.close().catch(() => undefined);
+        throw e;
+      }
+      stateMachine.started = true;
+      cleanups.push(() => node.stop());
+      raft = node;
+      readinessChecks.push(raftLeaderCheck(node));
+      if (config.testHooks && !opts.stateMachine) {
+        plugins.push(debugRoutes({ propose: (command) => node.propose(command), state: () => noop.view() }));
+      }
+    }
+
+    const prober = new PeerProber({
+      peers: others.map((m) => ({ id: m.id, url: m.url })),
+      ...(tls?.ca ? { ca: tls.ca } : {}),
+    });
+    prober.start();
+    cleanups.push(() => prober.stop());
+
+    const app = await buildServer({
+      nodeId: config.nodeId,
+      roles: config.roles,
+      cluster: config.cluster,
+      raft,
+      metrics,
+      logger,
+      clusterSecret: config.clusterSecret,
+      apiTokens: config.apiTokens,
+      readinessChecks: [...readinessChecks, ...(opts.readinessChecks ?? [])],
+      peers: prober,
+      statusSections: opts.statusSections ?? {},
+      plugins: [...plugins, ...(opts.plugins ?? [])],
+      tls: tls ? { cert: tls.cert, key: tls.key } : null,
+    });
+    cleanups.push(() => app.close());
+    await app.listen({ host: config.host, port: config.port });
+    const address = app.server.address() as AddressInfo;
+    const wildcard = config.host === '0.0.0.0' || config.host === '::';
+    const url = `${tls ? 'https' : 'http'}://${wildcard ? '127.0.0.1' : config.host}:${address.port}`;
+    logger.info({ url, roles: config.roles, advertised: config.self.url }, 'node listening');
+
+    let stopping: Promise<void> | null = null;
+    const stop = (): Promise<void> => {
+      stopping ??= (async () => {
+        logger.info('node stopping');
+        // Hand leadership over while peers can still reach us, so the group re-forms at once
+        // instead of after an election timeout.
+        try {
+          if (raft?.status().role === 'leader') {
+            const moved = await raft.transferLeadership();
+            logger.info({ moved }, 'leadership transfer before shutdown');
+          }
+        } catch (err) {
+          logger.warn({ err }, 'leadership transfer before shutdown failed');
+        }
+        // Cleanups run in reverse order of creation: server, probes, Raft, transport.
+        await cleanup();
+        logger.info('node stopped');
+      })();
+      return stopping;
+    };
+    return { config, url, app, raft, logger, metrics, stop };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
