@@ -21,7 +21,8 @@ export interface Metrics {
    * Registers the raft_* metrics, gauges read from `source` at scrape time. Called once by nodes
    * that run Raft; nodes without the lock role export no raft_* metrics rather than misleading zeros.
    */
-  bindRaft(source: () => RaftStatus): RaftMetrics;
+  /** `fsyncs` reads the storage's running fsync count (exported as raft_fsync_total). */
+  bindRaft(source: () => RaftStatus, fsyncs?: () => number): RaftMetrics;
   /** Prometheus exposition text. */
   scrape(): Promise<string>;
   readonly contentType: string;
@@ -52,7 +53,7 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     httpDuration,
     contentType: registry.contentType,
     scrape: () => registry.metrics(),
-    bindRaft(source: () => RaftStatus): RaftMetrics {
+    bindRaft(source: () => RaftStatus, fsyncs?: () => number): RaftMetrics {
       if (bound) throw new Error('raft metrics already bound');
       bound = true;
       const gauge = (name: string, help: string, read: (s: RaftStatus) => number): void => {
@@ -76,6 +77,19 @@ export function createMetrics(opts: MetricsOptions): Metrics {
       gauge('raft_last_applied', 'Highest log index applied to the state machine', (s) => s.lastApplied);
       gauge('raft_last_log_index', 'Highest log index stored', (s) => s.lastIndex);
       gauge('raft_snapshot_index', 'Log index covered by the latest snapshot', (s) => s.snapshotIndex);
+      if (fsyncs) {
+        let seen = 0;
+        new Counter({
+          name: 'raft_fsync_total',
+          help: 'fsync/fdatasync calls of the Raft log storage (group commit: one covers a batch)',
+          registers: [registry],
+          collect() {
+            const now = fsyncs();
+            if (now > seen) this.inc(now - seen);
+            seen = now;
+          },
+        });
+      }
       return {
         elections: new Counter({
           name: 'raft_elections_total',

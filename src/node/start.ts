@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import type { DssApp, ReadinessCheck, StatusSections } from '../api/context.js';
 import { raftLeaderCheck } from '../api/routes/ops.js';
 import { debugRoutes } from '../api/routes/debug.js';
+import { LeaderForwarder } from '../api/forward.js';
 import { buildServer, type ServicePlugin } from '../api/server.js';
 import { ConfigError, type Config } from '../config/index.js';
 import { createLogger, type Logger } from '../log.js';
@@ -146,7 +147,10 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
           },
         },
       );
-      raftMetrics = metrics.bindRaft(() => node.status());
+      raftMetrics = metrics.bindRaft(
+        () => node.status(),
+        () => storage.fsyncCount,
+      );
       try {
         await node.start();
       } catch (e) {
@@ -158,8 +162,18 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       cleanups.push(() => node.stop());
       raft = node;
       readinessChecks.push(raftLeaderCheck(node));
+      const forwarder = new LeaderForwarder({
+        nodeId: config.nodeId,
+        cluster: config.cluster,
+        raft: node,
+        clusterSecret: config.clusterSecret,
+        ...(tls?.ca ? { ca: tls.ca } : {}),
+      });
+      cleanups.push(() => forwarder.close());
       if (config.testHooks && !opts.stateMachine) {
-        plugins.push(debugRoutes({ propose: (command) => node.propose(command), state: () => noop.view() }));
+        plugins.push(
+          debugRoutes({ propose: (command) => node.propose(command), state: () => noop.view(), forwarder }),
+        );
       }
     }
 

@@ -83,6 +83,22 @@ describe('raft cluster (real processes)', () => {
     await c.propose(id, { id: 'first' });
   });
 
+  it('a follower relays proposals to the leader', async () => {
+    const leader = await c.leader();
+    const follower = c.nodes.find((n) => n.id !== leader.id)!;
+    const res = await fetch(`${follower.url}/debug/raft/propose`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ command: { id: 'relayed' } }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-dss-node'), follower.id);
+    assert.equal(res.headers.get('x-dss-leader'), leader.id);
+    await waitFor('relayed entry applied on the follower', async () =>
+      (await c.smState(follower.id)).ids.includes('relayed'),
+    );
+  });
+
   it('SIGKILL of the leader gives a new leader that commits', async () => {
     const old = await c.leader();
     await c.kill(old.id);

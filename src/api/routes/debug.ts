@@ -4,11 +4,14 @@ import { Type } from 'typebox';
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import type { Json } from '../../raft/types.js';
 import type { ApiContext } from '../context.js';
+import type { LeaderForwarder } from '../forward.js';
 import { requireRole } from '../roles.js';
 import { JsonValue } from '../schemas/common.js';
 
 export interface DebugDeps {
   propose(command: Json): Promise<{ index: number; result: Json }>;
+  /** Followers relay proposals to the leader, like every lock request. */
+  forwarder: LeaderForwarder;
   state(): unknown;
 }
 
@@ -21,7 +24,7 @@ export function debugRoutes(deps: DebugDeps): FastifyPluginCallbackTypebox<{ ctx
         onRequest,
         schema: { hide: true, body: Type.Object({ command: JsonValue }) },
       },
-      async (req) => deps.propose(req.body.command),
+      async (req, reply) => deps.forwarder.handle(req, reply, () => deps.propose(req.body.command)),
     );
     app.get('/debug/raft/state', { onRequest, schema: { hide: true } }, (_req, reply) => {
       void reply.send(deps.state());

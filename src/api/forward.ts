@@ -1,0 +1,87 @@
+// Any node accepts any lock request; a follower relays it to the Raft leader (seed 002: "forward
+// to leader") and passes the leader's answer back unchanged. A relayed request is never relayed
+// again, so a stale view of who leads cannot bounce a request around the cluster.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Agent, errors as undiciErrors } from 'undici';
+import type { ClusterMember } from '../config/index.js';
+import { DssError } from '../errors.js';
+import type { RaftApi } from './context.js';
+
+export const FORWARDED_HEADER = 'x-dss-forwarded-by';
+
+export interface ForwarderOptions {
+  nodeId: string;
+  cluster: readonly ClusterMember[];
+  raft: RaftApi;
+  clusterSecret: string | null;
+  ca?: string | Buffer;
+}
+
+export class LeaderForwarder {
+  private readonly agent: Agent;
+  private readonly urls: Map<string, string>;
+
+  constructor(private readonly opts: ForwarderOptions) {
+    this.urls = new Map(opts.cluster.map((m) => [m.id, m.url]));
+    this.agent = new Agent({
+      connections: 64,
+      keepAliveTimeout: 30_000,
+      connect: { timeout: 2_000, ...(opts.ca !== undefined ? { ca: opts.ca } : {}) },
+    });
+  }
+
+  /**
+   * Run `local` when this node leads; otherwise relay the request to the leader and send its reply.
+   * `timeoutMs` bounds the relay (a blocking acquire needs its wait_ms on top of the usual).
+   */
+  async handle<T>(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    local: () => Promise<T>,
+    timeoutMs = 10_000,
+  ): Promise<T | FastifyReply> {
+    const st = this.opts.raft.status();
+    if (st.role === 'leader') return local();
+    if (st.leaderId === null || st.leaderId === this.opts.nodeId) {
+      throw new DssError('no_leader', 'no Raft leader at the moment; retry shortly');
+    }
+    if (req.headers[FORWARDED_HEADER] !== undefined) {
+      // We were chosen as the leader by a peer but are not; the sender's view is stale.
+      throw new DssError('not_leader', `not the leader; the leader is ${st.leaderId}`, {
+        details: { leader_id: st.leaderId },
+      });
+    }
+    const base = this.urls.get(st.leaderId);
+    if (base === undefined) throw new DssError('no_leader', `leader ${st.leaderId} is not in CLUSTER_ADDRS`);
+    const headers: Record<string, string> = { [FORWARDED_HEADER]: this.opts.nodeId };
+    if (req.body !== undefined) headers['content-type'] = 'application/json';
+    if (this.opts.clusterSecret !== null) headers.authorization = `Bearer ${this.opts.clusterSecret}`;
+    else if (typeof req.headers.authorization === 'string') headers.authorization = req.headers.authorization;
+    try {
+      const res = await this.agent.request({
+        origin: base,
+        path: req.url,
+        method: req.method,
+        headers,
+        body: req.body === undefined ? null : JSON.stringify(req.body),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      const text = await res.body.text();
+      const retryAfter = res.headers['retry-after'];
+      if (typeof retryAfter === 'string') void reply.header('retry-after', retryAfter);
+      void reply.header('x-dss-leader', st.leaderId);
+      return reply.code(res.statusCode).type('application/json').send(text);
+    } catch (e) {
+      const timedOut = e instanceof DOMException && e.name === 'TimeoutError';
+      if (timedOut || e instanceof undiciErrors.HeadersTimeoutError) {
+        throw new DssError('timeout', `the leader ${st.leaderId} did not answer within ${timeoutMs} ms`);
+      }
+      // The leader died or is unreachable mid-request: answer at once so the client can retry.
+      throw new DssError('no_leader', `the leader ${st.leaderId} is unreachable; retry shortly`);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
