@@ -499,8 +499,12 @@ export class RaftCore {
   }
 
   private handleVoteResponse(m: VoteResponse): void {
+    // A PreVote grant carries the term we would campaign in; a refusal carries the voter's own term,
+    // which is usually ours (a higher one already made us a follower in handleTerm).
     const expecting =
-      (this.role === 'precandidate' && m.preVote && m.term === this.term + 1) ||
+      (this.role === 'precandidate' &&
+        m.preVote &&
+        (m.term === this.term + 1 || (!m.granted && m.term === this.term))) ||
       (this.role === 'candidate' && !m.preVote && m.term === this.term);
     if (!expecting) return;
     this.votes.set(m.from, m.granted);
