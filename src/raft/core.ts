@@ -701,6 +701,9 @@ export class RaftCore {
       while (this.sendAppend(to, false));
       return;
     }
+    // Probing at next-1 (not at match) is what recovers pipelined appends that were lost: the
+    // follower refuses the gap and we fall back to probe. The price is a needless resend when a
+    // heartbeat overtakes appends in flight, which the driver's ordered per-peer channel rules out.
     const prev = pr.state === 'snapshot' ? pr.match : pr.next - 1;
     const prevTerm = this.log.term(prev);
     if (prevTerm === undefined) {
