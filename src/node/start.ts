@@ -172,7 +172,12 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       cleanups.push(() => forwarder.close());
       if (config.testHooks && !opts.stateMachine) {
         plugins.push(
-          debugRoutes({ propose: (command) => node.propose(command), state: () => noop.view(), forwarder }),
+          debugRoutes({
+            propose: (command) => node.propose(command),
+            state: () => noop.view(),
+            readIndex: () => node.readIndex(),
+            forwarder,
+          }),
         );
       }
     }

@@ -99,6 +99,21 @@ describe('raft cluster (real processes)', () => {
     );
   });
 
+  it('a linearizable read on any node sees every acknowledged write (ReadIndex)', async () => {
+    const leader = await c.leader();
+    for (let i = 0; i < 5; i++) {
+      await c.propose(leader.id, { id: `read-${i}` });
+      // Ask every node right after the acknowledgement: followers relay to the leader, which answers
+      // only after a quorum heartbeat round and after applying up to its commit index.
+      for (const n of c.nodes) {
+        const res = await fetch(`${n.url}/debug/raft/read`);
+        assert.equal(res.status, 200);
+        const st = (await res.json()) as { ids: string[] };
+        assert.ok(st.ids.includes(`read-${i}`), `${n.id} read misses read-${i}`);
+      }
+    }
+  });
+
   it('SIGKILL of the leader gives a new leader that commits', async () => {
     const old = await c.leader();
     await c.kill(old.id);

@@ -13,6 +13,8 @@ export interface DebugDeps {
   /** Followers relay proposals to the leader, like every lock request. */
   forwarder: LeaderForwarder;
   state(): unknown;
+  /** Resolves once this leader may serve a linearizable read (Raft ReadIndex). */
+  readIndex(): Promise<void>;
 }
 
 export function debugRoutes(deps: DebugDeps): FastifyPluginCallbackTypebox<{ ctx: ApiContext }> {
@@ -29,6 +31,13 @@ export function debugRoutes(deps: DebugDeps): FastifyPluginCallbackTypebox<{ ctx
     app.get('/debug/raft/state', { onRequest, schema: { hide: true } }, (_req, reply) => {
       void reply.send(deps.state());
     });
+    // The same state, read linearizably: relayed to the leader, served after a ReadIndex round.
+    app.get('/debug/raft/read', { onRequest, schema: { hide: true } }, async (req, reply) =>
+      deps.forwarder.handle(req, reply, async () => {
+        await deps.readIndex();
+        return deps.state();
+      }),
+    );
     done();
   };
 }
