@@ -261,9 +261,14 @@ export class RaftNode {
       if (!core.hasReady()) break;
       const rd = core.ready();
       const n = ++this.readyCount;
+      // A leader's appends may leave before its own write completes (Raft thesis 10.2.1): it counts
+      // itself toward a commit only once advance() reports the entries stable, and followers persist
+      // before they acknowledge. Everything else (votes, acknowledgements) waits for the disk.
+      const early = rd.messages.filter((m) => m.type === 'append');
+      for (const m of early) this.sendRequest(m);
       await this.persist(rd);
       if (!this.running) return;
-      this.dispatch(rd.messages, n);
+      this.dispatch(early.length > 0 ? rd.messages.filter((m) => m.type !== 'append') : rd.messages, n);
       this.apply(rd);
       core.advance(rd);
       await this.maybeSnapshot(core);

@@ -126,9 +126,10 @@ export interface ReadState {
 
 /**
  * Everything the driver must do after the core changed, in this order:
+ * 0. messages of type 'append' (a leader's) may be sent at once, before step 1;
  * 1. persist `snapshot` (if any), then `hardState` and `entries` (one fsync when `mustSync`);
  *    `entries[0].index` may be at or below the last stored index: the stored suffix from there is replaced;
- * 2. send `messages`;
+ * 2. send the other `messages`;
  * 3. restore the state machine from `snapshot` (if any), then apply `committed` in order;
  * 4. serve `readStates` once their index is applied; fail `droppedReads`;
  * 5. call `advance(ready)`.

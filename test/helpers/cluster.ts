@@ -229,6 +229,21 @@ export class TestCluster {
     return { index: body.index };
   }
 
+  /**
+   * Propose through whichever node leads, following a leader change (503) until `timeoutMs`:
+   * for tests about durability, where a legitimate re-election must not fail the test.
+   */
+  async proposeToLeader(command: unknown, timeoutMs = 10_000): Promise<{ index: number }> {
+    return waitFor(
+      'a leader to commit the proposal',
+      async () => {
+        const { id } = await this.leader(undefined, timeoutMs);
+        return this.propose(id, command);
+      },
+      { timeoutMs },
+    );
+  }
+
   /** The debug state machine of node `id`: applied command count, digest and applied ids. */
   async smState(id: string): Promise<{ count: number; digest: string; ids: string[] }> {
     const res = await fetch(`${this.node(id).url}/debug/raft/state`, { signal: AbortSignal.timeout(2000) });
@@ -248,6 +263,8 @@ export class TestCluster {
     await Promise.all(this.nodes.map((n) => this.kill(n.id)));
     await Promise.all([...this.proxies.values()].map((p) => p.close()));
     for (const l of this.logs) l.end();
-    rmSync(this.dir, { recursive: true, force: true });
+    // DSS_KEEP_TEST_DIRS=1 keeps node logs and data for post-mortems.
+    if (process.env.DSS_KEEP_TEST_DIRS === '1') process.stderr.write(`kept ${this.dir}\n`);
+    else rmSync(this.dir, { recursive: true, force: true });
   }
 }

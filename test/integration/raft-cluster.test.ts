@@ -38,11 +38,11 @@ class LeaderHistory {
   }
 }
 
-async function proposeMany(c: TestCluster, leader: string, n: number, tag: string): Promise<string[]> {
+async function proposeMany(c: TestCluster, n: number, tag: string): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < n; i += 10) {
     const batch = Array.from({ length: Math.min(10, n - i) }, (_, k) => `${tag}-${i + k}`);
-    await Promise.all(batch.map((id) => c.propose(leader, { id })));
+    await Promise.all(batch.map((id) => c.proposeToLeader({ id })));
     ids.push(...batch);
   }
   return ids;
@@ -147,7 +147,7 @@ describe('raft cluster (real processes)', () => {
     const leader = await c.leader();
     const follower = c.nodes.find((n) => n.id !== leader.id)!.id;
     await c.kill(follower);
-    const ids = await proposeMany(c, leader.id, 250, 'snap');
+    const ids = await proposeMany(c, 250, 'snap');
     await c.restart(follower);
     const want = await c.smState(leader.id);
     await waitFor('restarted follower has the same state machine', async () => {
@@ -162,12 +162,10 @@ describe('raft cluster (real processes)', () => {
   });
 
   it('a full cluster restart keeps every committed entry', async () => {
-    const leader = await c.leader();
-    const ids = await proposeMany(c, leader.id, 60, 'restart');
+    const ids = await proposeMany(c, 60, 'restart');
     await Promise.all(c.nodes.map((n) => c.kill(n.id)));
     for (const n of c.nodes) await c.restart(n.id);
-    const l2 = await c.leader();
-    await c.propose(l2.id, { id: 'after-restart' });
+    await c.proposeToLeader({ id: 'after-restart' });
     for (const n of c.nodes) {
       await waitFor(`${n.id} applied everything`, async () => {
         const st = await c.smState(n.id);

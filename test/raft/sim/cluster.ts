@@ -10,7 +10,7 @@
 //   partitions (isolate a node, minority/majority split, one-way cut, single link; often the
 //   leader) that heal after a while; failed sends are reported to the sender's core
 //   (reportSnapshot / reportUnreachable) the way a transport would;
-// - disk: the driver's loop per Ready (persist -> send -> apply -> advance) with the persist step
+// - disk: the driver's loop per Ready (send appends, persist -> send the rest -> apply -> advance) with the persist step
 //   completing after a random delay while the core keeps stepping and ticking meanwhile; local
 //   snapshots + compact every few applied entries (optionally retaining some entries);
 // - crashes: lose the in-flight Ready, possibly the undelivered outgoing messages and the last
@@ -416,6 +416,12 @@ class Simulation {
     if (!core || n.inflight || !core.hasReady()) return;
     const rd = core.ready();
     n.inflight = rd;
+    // Like the driver, a leader's appends leave before its own write completes (thesis 10.2.1).
+    for (const m of rd.messages) {
+      if (m.type !== 'append') continue;
+      this.checker.checkSent(n.id, n.store, m, true);
+      this.send(n, m);
+    }
     const durable = rd.hardState !== null || rd.entries.length > 0 || rd.snapshot !== null;
     const maxDelay = this.faulty ? this.p.persistDelayMax : Math.min(this.p.persistDelayMax, CALM_LATENCY);
     const delay = !durable || n.rng.chance(this.p.persistImmediate) ? 0 : n.rng.int(1, maxDelay);
@@ -429,6 +435,7 @@ class Simulation {
     if (n.inc !== inc || !core) return []; // the crash came first: this Ready never reached the disk
     n.store.persist(rd);
     for (const m of rd.messages) {
+      if (m.type === 'append') continue; // already sent by takeReady
       this.checker.checkSent(n.id, n.store, m);
       this.send(n, m);
     }
