@@ -7,6 +7,10 @@ export type ErrorCode =
   | 'not_found'
   | 'method_not_allowed'
   | 'conflict'
+  | 'lock_conflict'
+  | 'wait_timeout'
+  | 'deadlock'
+  | 'not_holder'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'role_not_served'
@@ -25,6 +29,10 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   not_found: 404,
   method_not_allowed: 405,
   conflict: 409,
+  lock_conflict: 409,
+  wait_timeout: 409,
+  deadlock: 409,
+  not_holder: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   role_not_served: 421,

@@ -39,7 +39,7 @@ export class LeaderForwarder {
     reply: FastifyReply,
     local: () => Promise<T>,
     timeoutMs = 10_000,
-  ): Promise<T | FastifyReply> {
+  ): Promise<T | undefined> {
     const st = this.opts.raft.status();
     if (st.role === 'leader') return local();
     if (st.leaderId === null || st.leaderId === this.opts.nodeId) {
@@ -70,7 +70,9 @@ export class LeaderForwarder {
       const retryAfter = res.headers['retry-after'];
       if (typeof retryAfter === 'string') void reply.header('retry-after', retryAfter);
       void reply.header('x-dss-leader', st.leaderId);
-      return reply.code(res.statusCode).type('application/json').send(text);
+      // The leader's answer is relayed as it is; the handler then resolves with nothing to send.
+      void reply.code(res.statusCode).type('application/json').send(text);
+      return undefined;
     } catch (e) {
       const timedOut = e instanceof DOMException && e.name === 'TimeoutError';
       if (timedOut || e instanceof undiciErrors.HeadersTimeoutError) {

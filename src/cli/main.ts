@@ -4,6 +4,7 @@ import { VERSION } from '../version.js';
 import { clusterUp } from './cluster-up.js';
 import { runNode } from './node-command.js';
 import { runStatus } from './status-command.js';
+import { lockCommand } from './lock-command.js';
 
 function integer(name: string, min: number, max: number): (v: string) => number {
   return (v) => {
@@ -79,5 +80,7 @@ program
     const g = cmd.optsWithGlobals<GlobalOptions & { json: boolean }>();
     process.exitCode = await runStatus({ url: g.url, json: o.json, ...(g.token ? { token: g.token } : {}) });
   });
+
+program.addCommand(lockCommand());
 
 await program.parseAsync(process.argv);

@@ -3,6 +3,7 @@
 // and jitter, honouring Retry-After. 4xx answers are final, except 421 role_not_served, which
 // redirects to a node that serves the role.
 import { Agent, request, type Dispatcher } from 'undici';
+import { LockClient } from './lock.js';
 import type { HealthReply, NodeStatus, PeerStatusWire } from '../api/schemas/ops.js';
 import { DssConnectionError, DssHttpError, errorCode } from './errors.js';
 
@@ -77,6 +78,8 @@ const CONNECT_ERRORS = new Set([
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class DssClient {
+  /** Lock manager calls (SPEC 4.3). */
+  readonly lock: LockClient;
   private readonly urls: string[];
   private readonly token: string | undefined;
   private readonly timeoutMs: number;
@@ -92,6 +95,7 @@ export class DssClient {
   constructor(opts: DssClientOptions) {
     if (opts.urls.length === 0) throw new Error('DssClient needs at least one node URL');
     this.urls = opts.urls.map(normalizeUrl);
+    this.lock = new LockClient(this);
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.retries = opts.retries ?? 3;

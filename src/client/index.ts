@@ -9,3 +9,11 @@ export {
 } from './client.js';
 export { DssConnectionError, DssHttpError } from './errors.js';
 export type { HealthReply, NodeStatus, PeerStatusWire, RaftSectionWire } from '../api/schemas/ops.js';
+export {
+  LockClient,
+  type AcquireOptions,
+  type LockGrant,
+  type LockHolder,
+  type LockMode,
+  type LockStatus,
+} from './lock.js';

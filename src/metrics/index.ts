@@ -1,6 +1,7 @@
 // Prometheus metrics of one node. Each node owns its Registry (never prom-client's global one) so
 // several nodes can live in one process (tests) without mixing their numbers.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { LockMetricsSink } from '../lock/service.js';
 import type { RaftStatus } from '../raft/types.js';
 
 /** Buckets from 0.5 ms (a local lock grant) to 30 s (the longest long poll). */
@@ -20,9 +21,11 @@ export interface Metrics {
   /**
    * Registers the raft_* metrics, gauges read from `source` at scrape time. Called once by nodes
    * that run Raft; nodes without the lock role export no raft_* metrics rather than misleading zeros.
+   * `fsyncs` reads the storage's running fsync count (exported as raft_fsync_total).
    */
-  /** `fsyncs` reads the storage's running fsync count (exported as raft_fsync_total). */
   bindRaft(source: () => RaftStatus, fsyncs?: () => number): RaftMetrics;
+  /** Registers the lock_* metrics; `held`/`waiters` are read from the lock table at scrape time. */
+  bindLock(source: { held: () => number; waiters: () => number }): LockMetricsSink;
   /** Prometheus exposition text. */
   scrape(): Promise<string>;
   readonly contentType: string;
@@ -53,6 +56,41 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     httpDuration,
     contentType: registry.contentType,
     scrape: () => registry.metrics(),
+    bindLock(source: { held: () => number; waiters: () => number }): LockMetricsSink {
+      new Gauge({
+        name: 'lock_held',
+        help: 'Holds in the lock table (a shared lock with 3 holders counts 3)',
+        registers: [registry],
+        collect() {
+          this.set(source.held());
+        },
+      });
+      new Gauge({
+        name: 'lock_waiters',
+        help: 'Acquires queued behind a conflicting hold',
+        registers: [registry],
+        collect() {
+          this.set(source.waiters());
+        },
+      });
+      const acquires = new Counter({
+        name: 'lock_acquire_total',
+        help: 'Acquire requests answered by this node as leader, by result',
+        labelNames: ['result'] as const,
+        registers: [registry],
+      });
+      for (const r of ['granted', 'conflict', 'deadlock', 'wait_timeout', 'error'])
+        acquires.inc({ result: r }, 0);
+      const deadlocks = new Counter({
+        name: 'lock_deadlocks_total',
+        help: 'Deadlock cycles broken by aborting their youngest waiter (counted as applied)',
+        registers: [registry],
+      });
+      return {
+        acquire: (result) => acquires.inc({ result }),
+        deadlock: () => deadlocks.inc(),
+      };
+    },
     bindRaft(source: () => RaftStatus, fsyncs?: () => number): RaftMetrics {
       if (bound) throw new Error('raft metrics already bound');
       bound = true;

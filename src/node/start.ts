@@ -12,6 +12,10 @@ import { ConfigError, type Config } from '../config/index.js';
 import { createLogger, type Logger } from '../log.js';
 import { createMetrics, type Metrics, type RaftMetrics } from '../metrics/index.js';
 import { NoopStateMachine } from '../raft/noop-state-machine.js';
+import { lockRoutes } from '../api/routes/lock.js';
+import { LockService } from '../lock/service.js';
+import { LockTable } from '../lock/table.js';
+import { debugCommand, NodeStateMachine } from './state-machine.js';
 import { RaftNode } from '../raft/node.js';
 import { FileStorage } from '../raft/storage/file-storage.js';
 import type { Json, StateMachine } from '../raft/types.js';
@@ -121,9 +125,22 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
 
       const storage = new FileStorage(join(dataDir, 'raft'));
       const noop = new NoopStateMachine();
+      const table = new LockTable();
+      const lockService = opts.stateMachine
+        ? null
+        : new LockService({
+            table,
+            defaultTtlMs: config.lock.defaultTtlMs,
+            electionTimeoutMaxMs: config.raft.electionTimeoutMaxMs,
+            // At most a heartbeat, so a crashed client's lock is gone within TTL + one heartbeat.
+            monitorIntervalMs: Math.min(config.raft.heartbeatIntervalMs, 100),
+            metrics: metrics.bindLock({ held: () => table.heldCount(), waiters: () => table.waiterCount() }),
+            logger: logger.child({ component: 'lock' }),
+          });
       let raftMetrics: RaftMetrics | null = null;
-      const stateMachine = countInstalls(opts.stateMachine ?? noop, () =>
-        raftMetrics?.snapshotsInstalled.inc(),
+      const stateMachine = countInstalls(
+        opts.stateMachine ?? new NodeStateMachine(lockService!.stateMachine, noop),
+        () => raftMetrics?.snapshotsInstalled.inc(),
       );
       const node = new RaftNode(
         {
@@ -160,6 +177,12 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       }
       stateMachine.started = true;
       cleanups.push(() => node.stop());
+      if (lockService) {
+        lockService.attach(node);
+        lockService.start();
+        // Runs before node.stop() (cleanups unwind in reverse): blocked acquires get an answer.
+        cleanups.push(() => Promise.resolve(lockService.stop()));
+      }
       raft = node;
       readinessChecks.push(raftLeaderCheck(node));
       const forwarder = new LeaderForwarder({
@@ -170,10 +193,20 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
         ...(tls?.ca ? { ca: tls.ca } : {}),
       });
       cleanups.push(() => forwarder.close());
+      if (lockService) {
+        plugins.push(
+          lockRoutes({
+            service: lockService,
+            forwarder,
+            defaultTtlMs: config.lock.defaultTtlMs,
+            relayMarginMs: config.raft.electionTimeoutMaxMs + 1000,
+          }),
+        );
+      }
       if (config.testHooks && !opts.stateMachine) {
         plugins.push(
           debugRoutes({
-            propose: (command) => node.propose(command),
+            propose: (command) => node.propose(debugCommand(command)),
             state: () => noop.view(),
             readIndex: () => node.readIndex(),
             forwarder,

@@ -1,0 +1,89 @@
+// Lock methods of the SDK (SPEC 4.3). Retries of 503 (no leader yet) are safe: acquire is idempotent
+// for a client that already holds the lock, release and renew act only for the holder.
+import type { DssClient, RequestOptions } from './client.js';
+
+export type LockMode = 'exclusive' | 'shared';
+
+export interface LockGrant {
+  granted: true;
+  resource: string;
+  mode: LockMode;
+  client_id: string;
+  fencing_token: number;
+  expires_at: number;
+}
+
+export interface LockHolder {
+  client_id: string;
+  mode: LockMode;
+  fencing_token: number;
+  expires_at: number;
+}
+
+export interface LockStatus {
+  locks: {
+    resource: string;
+    mode: LockMode | null;
+    holders: LockHolder[];
+    waiters: { client_id: string; mode: LockMode }[];
+  }[];
+}
+
+export interface AcquireOptions {
+  mode?: LockMode;
+  ttlMs?: number;
+  /** Block up to this long for the grant (0: fail at once on conflict with 409 lock_conflict). */
+  waitMs?: number;
+}
+
+export class LockClient {
+  constructor(private readonly client: DssClient) {}
+
+  /** Resolves with the grant; throws DssHttpError 409 (lock_conflict, wait_timeout, deadlock) otherwise. */
+  acquire(
+    resource: string,
+    clientId: string,
+    opts: AcquireOptions = {},
+    req: RequestOptions = {},
+  ): Promise<LockGrant> {
+    const waitMs = opts.waitMs ?? 0;
+    return this.client.request<LockGrant>(
+      'POST',
+      '/lock/acquire',
+      {
+        resource,
+        client_id: clientId,
+        ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
+        ...(opts.ttlMs !== undefined ? { ttl_ms: opts.ttlMs } : {}),
+        wait_ms: waitMs,
+      },
+      // A blocking acquire legitimately takes up to waitMs.
+      { ...req, timeoutMs: (req.timeoutMs ?? 10_000) + waitMs },
+    );
+  }
+
+  release(resource: string, clientId: string, req: RequestOptions = {}): Promise<{ released: true }> {
+    return this.client.request('POST', '/lock/release', { resource, client_id: clientId }, req);
+  }
+
+  renew(
+    resource: string,
+    clientId: string,
+    ttlMs?: number,
+    req: RequestOptions = {},
+  ): Promise<{ expires_at: number }> {
+    return this.client.request(
+      'POST',
+      '/lock/renew',
+      { resource, client_id: clientId, ...(ttlMs !== undefined ? { ttl_ms: ttlMs } : {}) },
+      req,
+    );
+  }
+
+  status(resource?: string, req: RequestOptions = {}): Promise<LockStatus> {
+    return this.client.request<LockStatus>('GET', '/lock/status', undefined, {
+      ...req,
+      ...(resource !== undefined ? { query: { resource } } : {}),
+    });
+  }
+}

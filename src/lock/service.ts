@@ -1,0 +1,401 @@
+// The lock service on the Raft leader: turns API calls into replicated commands stamped with the
+// leader's clock, answers blocked acquires the moment an applied command grants them, and runs the
+// expiry monitor (seed 000's deadlock_monitor) that commits EXPIRE and wait-timeout commands.
+import type { Logger } from 'pino';
+import { DssError } from '../errors.js';
+import type { Json, RaftStatus, StateMachine } from '../raft/types.js';
+import type { Grant, Hold, LockCommand, LockMode, LockResult, LockState } from './types.js';
+
+/** What the service needs from the replicated lock table (src/lock/table.ts). */
+export interface LockTableApi extends StateMachine {
+  get(resource: string): LockState | undefined;
+  all(): LockState[];
+  holdsExpiringBy(now: number): { resource: string; client_ids: string[] }[];
+  waitersDueBy(now: number): { resource: string; client_id: string }[];
+  heldCount(): number;
+  waiterCount(): number;
+}
+
+/** What the service needs from Raft (RaftNode satisfies it). */
+export interface LockRaft {
+  status(): RaftStatus;
+  propose(command: Json): Promise<{ index: number; result: Json }>;
+  readIndex(): Promise<void>;
+}
+
+export interface LockMetricsSink {
+  acquire(result: 'granted' | 'conflict' | 'deadlock' | 'wait_timeout' | 'error'): void;
+  deadlock(): void;
+}
+
+export interface LockServiceOptions {
+  table: LockTableApi;
+  defaultTtlMs: number;
+  /** New leaders extend live holds by this much before expiring anything. */
+  electionTimeoutMaxMs: number;
+  /** Expiry monitor period; at most a heartbeat, so a dead client's lock goes within TTL + heartbeat. */
+  monitorIntervalMs: number;
+  metrics: LockMetricsSink;
+  logger: Logger;
+  now?: () => number;
+}
+
+export interface AcquireRequest {
+  resource: string;
+  client_id: string;
+  mode: LockMode;
+  ttl_ms: number;
+  wait_ms: number;
+}
+
+export interface AcquireGranted {
+  granted: true;
+  resource: string;
+  mode: LockMode;
+  client_id: string;
+  fencing_token: number;
+  expires_at: number;
+}
+
+interface PendingAcquire {
+  resolve: (g: Grant) => void;
+  reject: (e: Error) => void;
+}
+
+const key = (resource: string, clientId: string): string => `${resource}\u0000${clientId}`;
+
+export interface HoldWire {
+  client_id: string;
+  mode: LockMode;
+  fencing_token: number;
+  expires_at: number;
+}
+
+export interface LockStatusEntry {
+  resource: string;
+  mode: LockMode | null;
+  holders: HoldWire[];
+  waiters: { client_id: string; mode: LockMode }[];
+}
+
+export function holdsView(holders: readonly Hold[]): HoldWire[] {
+  return holders.map((h) => ({
+    client_id: h.client_id,
+    mode: h.mode,
+    fencing_token: h.fencing_token,
+    expires_at: h.expires_at,
+  }));
+}
+
+export class LockService {
+  private raft: LockRaft | null = null;
+  private readonly table: LockTableApi;
+  private readonly opts: LockServiceOptions;
+  private readonly now: () => number;
+  /** Acquires waiting on this leader, registered before proposing so no grant can slip past. */
+  private readonly pending = new Map<string, Set<PendingAcquire>>();
+  private readonly inflight = new Set<string>();
+  private monitor: NodeJS.Timeout | null = null;
+  /** Term whose extend_all has committed: only then may this leader expire holds. */
+  private extendedTerm = -1;
+  private extending = false;
+  private wasLeader = false;
+
+  /** The state machine Raft replicates: the lock table, with grants and aborts reported here. */
+  readonly stateMachine: StateMachine;
+
+  constructor(opts: LockServiceOptions) {
+    this.opts = opts;
+    this.table = opts.table;
+    this.now = opts.now ?? Date.now;
+    this.stateMachine = {
+      apply: (command, index, term) => {
+        const result = this.table.apply(command, index, term);
+        this.onApplied(result);
+        return result;
+      },
+      snapshot: () => this.table.snapshot(),
+      restore: (data) => this.table.restore(data),
+    };
+  }
+
+  attach(raft: LockRaft): void {
+    this.raft = raft;
+  }
+
+  start(): void {
+    this.monitor = setInterval(() => this.tick(), this.opts.monitorIntervalMs);
+  }
+
+  stop(): void {
+    if (this.monitor) clearInterval(this.monitor);
+    this.monitor = null;
+    this.failPending(new DssError('shutting_down', 'node is shutting down'));
+  }
+
+  // ---------------------------------------------------------------- API
+
+  async acquire(req: AcquireRequest): Promise<AcquireGranted> {
+    const k = key(req.resource, req.client_id);
+    let waiter: PendingAcquire | null = null;
+    const granted =
+      req.wait_ms > 0
+        ? new Promise<Grant>((resolve, reject) => {
+            waiter = { resolve, reject };
+            let set = this.pending.get(k);
+            if (!set) this.pending.set(k, (set = new Set()));
+            set.add(waiter);
+          })
+        : null;
+    // A grant that never comes must not leave an unhandled rejection behind.
+    granted?.catch(() => undefined);
+    const drop = (): void => {
+      if (!waiter) return;
+      const set = this.pending.get(k);
+      set?.delete(waiter);
+      if (set?.size === 0) this.pending.delete(k);
+    };
+    try {
+      const res = await this.propose({
+        op: 'acquire',
+        resource: req.resource,
+        client_id: req.client_id,
+        mode: req.mode,
+        ttl_ms: req.ttl_ms,
+        wait_ms: req.wait_ms,
+        now: this.now(),
+      });
+      if (res.op !== 'acquire') throw new DssError('internal', 'unexpected lock result');
+      const r = res.result;
+      switch (r.status) {
+        case 'granted':
+          drop();
+          this.opts.metrics.acquire('granted');
+          return view(req.resource, r.hold);
+        case 'conflict':
+          drop();
+          this.opts.metrics.acquire('conflict');
+          throw new DssError('lock_conflict', `${req.resource} is held in a conflicting mode`, {
+            details: { granted: false, holders: holdsView(r.holders) },
+          });
+        case 'deadlock':
+          drop();
+          this.opts.metrics.acquire('deadlock');
+          throw this.deadlockError(req.resource, r.cycle);
+        case 'queued': {
+          if (granted === null) throw new DssError('internal', 'queued an acquire that may not wait');
+          const g = await granted;
+          this.opts.metrics.acquire('granted');
+          return view(req.resource, {
+            client_id: g.client_id,
+            mode: g.mode,
+            fencing_token: g.fencing_token,
+            expires_at: g.expires_at,
+          });
+        }
+      }
+    } catch (e) {
+      drop();
+      if (e instanceof DssError && (e.code === 'wait_timeout' || e.code === 'deadlock')) {
+        this.opts.metrics.acquire(e.code);
+      } else if (!(e instanceof DssError && e.code === 'lock_conflict')) {
+        this.opts.metrics.acquire('error');
+      }
+      throw e;
+    }
+  }
+
+  async release(resource: string, clientId: string): Promise<{ released: true }> {
+    const res = await this.propose({ op: 'release', resource, client_id: clientId, now: this.now() });
+    if (res.op !== 'release' || !res.released) throw notHolder(resource, clientId);
+    return { released: true };
+  }
+
+  async renew(resource: string, clientId: string, ttlMs: number): Promise<{ expires_at: number }> {
+    const res = await this.propose({
+      op: 'renew',
+      resource,
+      client_id: clientId,
+      ttl_ms: ttlMs,
+      now: this.now(),
+    });
+    if (res.op !== 'renew' || !res.renewed || res.expires_at === undefined)
+      throw notHolder(resource, clientId);
+    return { expires_at: res.expires_at };
+  }
+
+  /** Linearizable: served by the leader after a ReadIndex round. */
+  async status(resource?: string): Promise<{ locks: LockStatusEntry[] }> {
+    await this.requireRaft().readIndex();
+    const states = resource === undefined ? this.table.all() : [this.table.get(resource)].filter(isState);
+    return {
+      locks: states.map((s) => ({
+        resource: s.resource,
+        mode: s.holders[0]?.mode ?? null,
+        holders: holdsView(s.holders),
+        waiters: s.waiters.map((w) => ({ client_id: w.client_id, mode: w.mode })),
+      })),
+    };
+  }
+
+  heldCount(): number {
+    return this.table.heldCount();
+  }
+
+  waiterCount(): number {
+    return this.table.waiterCount();
+  }
+
+  // ---------------------------------------------------------------- replication
+
+  private async propose(cmd: LockCommand): Promise<LockResult> {
+    const { result } = await this.requireRaft().propose(cmd);
+    return result as unknown as LockResult;
+  }
+
+  /** Runs inside apply on every replica; only the leader has pending acquires to answer. */
+  private onApplied(result: Json): void {
+    const r = result as unknown as LockResult | { error: string };
+    if (!('op' in r)) return;
+    if ('grants' in r)
+      for (const g of r.grants) this.settle(key(g.resource, g.client_id), (p) => p.resolve(g));
+    if (r.op === 'acquire') {
+      for (const a of r.aborted) {
+        this.opts.metrics.deadlock();
+        const err = this.deadlockError(a.resource, a.cycle);
+        this.settle(key(a.resource, a.client_id), (p) => p.reject(err));
+      }
+    }
+  }
+
+  private settle(k: string, fn: (p: PendingAcquire) => void): void {
+    const set = this.pending.get(k);
+    if (!set) return;
+    this.pending.delete(k);
+    for (const p of set) fn(p);
+  }
+
+  private deadlockError(resource: string, cycle: string[]): DssError {
+    const holders = this.table.get(resource)?.holders ?? [];
+    return new DssError('deadlock', `deadlock: ${cycle.join(' -> ')}; this request was aborted`, {
+      details: { granted: false, cycle, holders: holdsView(holders) },
+    });
+  }
+
+  // ---------------------------------------------------------------- the monitor (leader only)
+
+  private tick(): void {
+    const raft = this.raft;
+    if (!raft) return;
+    let st: RaftStatus;
+    try {
+      st = raft.status();
+    } catch {
+      return;
+    }
+    const leader = st.role === 'leader';
+    if (this.wasLeader && !leader) {
+      // Our waiters' answers now come from another leader: let their clients retry there.
+      this.failPending(new DssError('not_leader', 'leadership moved; retry the acquire'));
+    }
+    this.wasLeader = leader;
+    if (!leader) return;
+    if (this.extendedTerm !== st.term) {
+      this.extendLiveHolds(st.term);
+      return;
+    }
+    const now = this.now();
+    for (const e of this.table.holdsExpiringBy(now)) {
+      // proposeOnce never rejects: a failed expiry is simply retried on a later tick.
+      void this.proposeOnce(`expire:${e.resource}`, {
+        op: 'expire',
+        resource: e.resource,
+        client_ids: e.client_ids,
+        now,
+      });
+    }
+    for (const w of this.table.waitersDueBy(now)) {
+      this.proposeOnce(`wait:${w.resource}:${w.client_id}`, {
+        op: 'wait_timeout',
+        resource: w.resource,
+        client_id: w.client_id,
+        now,
+      }).then(
+        (res) => {
+          if (res?.op === 'wait_timeout' && res.removed) this.timeOut(w.resource, w.client_id);
+        },
+        () => undefined,
+      );
+    }
+  }
+
+  /**
+   * A new leader's clock may be behind or ahead of its predecessor's: before expiring anything it
+   * pushes every live hold at least an election timeout into its own future (etcd's lease rule).
+   */
+  private extendLiveHolds(term: number): void {
+    if (this.extending) return;
+    this.extending = true;
+    this.propose({ op: 'extend_all', extend_ms: this.opts.electionTimeoutMaxMs, now: this.now() })
+      .then(
+        () => {
+          this.extendedTerm = term;
+        },
+        (err: unknown) => this.opts.logger.debug({ err: String(err) }, 'extend_all failed'),
+      )
+      .finally(() => {
+        this.extending = false;
+      });
+  }
+
+  private async proposeOnce(tag: string, cmd: LockCommand): Promise<LockResult | null> {
+    if (this.inflight.has(tag)) return null;
+    this.inflight.add(tag);
+    try {
+      return await this.propose(cmd);
+    } catch (err) {
+      this.opts.logger.debug({ err: String(err), tag }, 'lock monitor proposal failed');
+      return null;
+    } finally {
+      this.inflight.delete(tag);
+    }
+  }
+
+  private timeOut(resource: string, clientId: string): void {
+    const holders = this.table.get(resource)?.holders ?? [];
+    const err = new DssError('wait_timeout', `${resource} was not granted within wait_ms`, {
+      details: { granted: false, holders: holdsView(holders) },
+    });
+    this.settle(key(resource, clientId), (p) => p.reject(err));
+  }
+
+  private failPending(err: Error): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const set of all) for (const p of set) p.reject(err);
+  }
+
+  private requireRaft(): LockRaft {
+    if (!this.raft) throw new DssError('unavailable', 'lock service is not started');
+    return this.raft;
+  }
+}
+
+function view(resource: string, h: Hold): AcquireGranted {
+  return {
+    granted: true,
+    resource,
+    mode: h.mode,
+    client_id: h.client_id,
+    fencing_token: h.fencing_token,
+    expires_at: h.expires_at,
+  };
+}
+
+function notHolder(resource: string, clientId: string): DssError {
+  return new DssError('not_holder', `${clientId} does not hold ${resource}`);
+}
+
+function isState(s: LockState | undefined): s is LockState {
+  return s !== undefined;
+}
