@@ -149,4 +149,22 @@ describe('lock API (real processes)', () => {
       assert.equal(e.error.code, 'bad_request');
     }
   });
+
+  it('answers 503 no_leader with Retry-After when a majority is gone (last: it stops nodes)', async () => {
+    const leader = await c.leader();
+    const survivor = c.nodes.find((n) => n.id !== leader.id)!;
+    for (const n of c.nodes) if (n.id !== survivor.id) await c.kill(n.id);
+    await waitFor(
+      'the survivor knows it has no leader',
+      async () => (await c.status(survivor.id)).raft.leader_id === null,
+    );
+    const res = await fetch(`${survivor.url}/lock/acquire`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ resource: 'nl', client_id: 'c' }),
+    });
+    assert.equal(res.status, 503);
+    assert.ok(Number(res.headers.get('retry-after')) >= 1);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'no_leader');
+  });
 });
