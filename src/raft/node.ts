@@ -7,6 +7,7 @@ import { endpointOf, type RaftEndpoint, type Transport } from '../transport/tran
 import { RaftCore } from './core.js';
 import {
   isResponse,
+  type Entry,
   type Json,
   type Message,
   type NodeId,
@@ -102,6 +103,8 @@ export class RaftNode {
   private lastState = '';
   private lastSnapshotIndex = 0;
   private appliedIndex = 0;
+  /** Last log index known to be on disk here (what the stored log ends with). */
+  private persistedIndex = 0;
   private appliedTerm = 0;
   private snapshotting = false;
 
@@ -122,6 +125,8 @@ export class RaftNode {
       this.appliedIndex = persisted.snapshot.meta.index;
       this.appliedTerm = persisted.snapshot.meta.term;
     }
+    this.persistedIndex =
+      persisted.entries[persisted.entries.length - 1]?.index ?? persisted.snapshot?.meta.index ?? 0;
     const ticks = (ms: number): number => Math.max(1, Math.round(ms / this.tickMs));
     const heartbeatTicks = ticks(this.opts.heartbeatIntervalMs);
     this.core = new RaftCore(
@@ -266,10 +271,15 @@ export class RaftNode {
       // before they acknowledge. Everything else (votes, acknowledgements) waits for the disk.
       const early = rd.messages.filter((m) => m.type === 'append');
       for (const m of early) this.sendRequest(m);
+      // Committed entries that earlier Readies already put on disk need not wait for this write:
+      // applying them now answers their clients one fsync sooner.
+      const onDisk = rd.snapshot ? 0 : this.persistedIndex;
+      const ready = rd.committed.filter((e) => e.index <= onDisk);
+      this.applyEntries(ready);
       await this.persist(rd);
       if (!this.running) return;
       this.dispatch(early.length > 0 ? rd.messages.filter((m) => m.type !== 'append') : rd.messages, n);
-      this.apply(rd);
+      this.apply(rd, ready.length);
       core.advance(rd);
       await this.maybeSnapshot(core);
     }
@@ -314,11 +324,18 @@ export class RaftNode {
 
   private async persist(rd: Ready): Promise<void> {
     const storage = this.opts.storage;
-    if (rd.snapshot) await storage.saveSnapshot(rd.snapshot, true);
+    if (rd.snapshot) {
+      await storage.saveSnapshot(rd.snapshot, true);
+      this.persistedIndex = rd.snapshot.meta.index;
+    }
     if (rd.hardState || rd.entries.length > 0) await storage.save(rd.hardState, rd.entries, rd.mustSync);
+    // The stored log now ends with these entries (a follower's may have replaced a suffix).
+    const last = rd.entries[rd.entries.length - 1];
+    if (last) this.persistedIndex = last.index;
   }
 
-  private apply(rd: Ready): void {
+  /** Apply `rd` after it was persisted; its first `alreadyApplied` committed entries were applied before. */
+  private apply(rd: Ready, alreadyApplied: number): void {
     const sm = this.opts.stateMachine;
     if (rd.snapshot) {
       sm.restore(rd.snapshot.data);
@@ -330,13 +347,7 @@ export class RaftNode {
         if (index <= rd.snapshot.meta.index) this.settle(index, p, null);
       }
     }
-    for (const e of rd.committed) {
-      const result = e.kind === 'command' ? sm.apply(e.command, e.index, e.term) : null;
-      this.appliedIndex = e.index;
-      this.appliedTerm = e.term;
-      const p = this.pending.get(e.index);
-      if (p) this.settle(e.index, p, p.term === e.term ? { index: e.index, result } : null);
-    }
+    this.applyEntries(alreadyApplied > 0 ? rd.committed.slice(alreadyApplied) : rd.committed);
     for (const rs of rd.readStates) {
       const waiters = this.readsInFlight.get(rs.id);
       this.readsInFlight.delete(rs.id);
@@ -353,6 +364,17 @@ export class RaftNode {
       for (const w of r.waiters) w.resolve();
       return false;
     });
+  }
+
+  private applyEntries(entries: Entry[]): void {
+    const sm = this.opts.stateMachine;
+    for (const e of entries) {
+      const result = e.kind === 'command' ? sm.apply(e.command, e.index, e.term) : null;
+      this.appliedIndex = e.index;
+      this.appliedTerm = e.term;
+      const p = this.pending.get(e.index);
+      if (p) this.settle(e.index, p, p.term === e.term ? { index: e.index, result } : null);
+    }
   }
 
   private settle(index: number, p: PendingProposal, ok: { index: number; result: Json } | null): void {

@@ -22,6 +22,13 @@ export interface ClusterOptions {
   heartbeatMs?: number;
   roles?: string;
   env?: Record<string, string>;
+  /**
+   * Nodes reach each other directly instead of through a TcpProxy per pair (benchmarks: the proxies
+   * cost a hop in the test process). partition() is then unavailable.
+   */
+  direct?: boolean;
+  /** Extra node(1) flags for every node process, e.g. ['--cpu-prof'] when profiling. */
+  nodeArgs?: string[];
 }
 
 export interface NodeStatus {
@@ -46,6 +53,7 @@ export class TestCluster {
   /** proxies.get(`${from}->${to}`): the path `from` uses to reach `to`. */
   private readonly proxies = new Map<string, TcpProxy>();
   private readonly logs: WriteStream[] = [];
+  private nodeArgs: string[] = [];
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -54,11 +62,12 @@ export class TestCluster {
   static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
     const n = opts.nodes ?? 3;
     const c = new TestCluster(mkdtempSync(join(tmpdir(), 'dss-cluster-')));
+    c.nodeArgs = opts.nodeArgs ?? [];
     try {
       const ports: number[] = [];
       for (let i = 0; i < n; i++) ports.push(await freePort());
       const ids = ports.map((_, i) => `node${i + 1}`);
-      for (let i = 0; i < n; i++) {
+      for (let i = 0; i < n && !opts.direct; i++) {
         for (let j = 0; j < n; j++) {
           if (i === j) continue;
           const p = new TcpProxy(ports[j]!);
@@ -70,7 +79,7 @@ export class TestCluster {
         const id = ids[i]!;
         const addrs = ids
           .map((peer, j) =>
-            peer === id
+            peer === id || opts.direct
               ? `${peer}=127.0.0.1:${ports[j]}`
               : `${peer}=127.0.0.1:${c.proxies.get(`${id}->${peer}`)!.port}`,
           )
@@ -118,7 +127,8 @@ export class TestCluster {
   private spawn(node: TestNode): void {
     const log = createWriteStream(node.logFile, { flags: 'a' });
     this.logs.push(log);
-    const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'node'], {
+    const args = [...this.nodeArgs, '--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'node'];
+    const proc = spawn(process.execPath, args, {
       cwd: ROOT,
       env: { ...process.env, ...node.env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -171,6 +181,7 @@ export class TestCluster {
 
   /** Cut every link between the groups (both directions); nodes not named keep all their links. */
   partition(groups: string[][], mode: ProxyMode = 'blackhole'): void {
+    if (this.proxies.size === 0) throw new Error('partition() needs a cluster started without `direct`');
     for (let a = 0; a < groups.length; a++) {
       for (let b = 0; b < groups.length; b++) {
         if (a === b) continue;
