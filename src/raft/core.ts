@@ -710,6 +710,11 @@ export class RaftCore {
       if (pr.state !== 'snapshot') this.sendSnapshot(to, pr);
       return;
     }
+    this.sendEmptyAppend(to, prev, prevTerm);
+  }
+
+  /** A heartbeat: no entries, and a commit index the follower can trust up to the matched `prev`. */
+  private sendEmptyAppend(to: NodeId, prev: number, prevTerm: number): void {
     this.send({
       type: 'append',
       from: this.id,
@@ -746,19 +751,11 @@ export class RaftCore {
 
   private sendReadHeartbeat(to: NodeId): void {
     const pr = this.progress.get(to)!;
-    const prev = Math.min(pr.match, this.log.lastIndex());
-    const prevTerm = this.log.term(prev) ?? this.log.offset().term;
-    this.send({
-      type: 'append',
-      from: this.id,
-      to,
-      term: this.term,
-      prevLogIndex: this.log.term(prev) === undefined ? this.log.offset().index : prev,
-      prevLogTerm: prevTerm,
-      entries: [],
-      commit: Math.min(this.log.committed, prev),
-      ctx: this.readRound,
-    });
+    // At the known match the follower accepts without any back-off; only the round (ctx) matters.
+    const match = Math.min(pr.match, this.log.lastIndex());
+    const matchTerm = this.log.term(match);
+    if (matchTerm !== undefined) this.sendEmptyAppend(to, match, matchTerm);
+    else this.sendEmptyAppend(to, this.log.offset().index, this.log.offset().term);
   }
 
   private releaseReads(): void {
