@@ -75,13 +75,16 @@ export class TestCluster {
           c.proxies.set(`${ids[i]}->${ids[j]}`, p);
         }
       }
+      // Every node runs the same roles; CLUSTER_ADDRS says so, or peers would assume all roles.
+      const roleSuffix = `#${(opts.roles ?? 'lock').split(',').join('+')}`;
       for (let i = 0; i < n; i++) {
         const id = ids[i]!;
         const addrs = ids
-          .map((peer, j) =>
-            peer === id || opts.direct
-              ? `${peer}=127.0.0.1:${ports[j]}`
-              : `${peer}=127.0.0.1:${c.proxies.get(`${id}->${peer}`)!.port}`,
+          .map(
+            (peer, j) =>
+              (peer === id || opts.direct
+                ? `${peer}=127.0.0.1:${ports[j]}`
+                : `${peer}=127.0.0.1:${c.proxies.get(`${id}->${peer}`)!.port}`) + roleSuffix,
           )
           .join(',');
         const dataDir = join(c.dir, id);
