@@ -1,8 +1,19 @@
-// Benchmark runner: `npm run bench [-- raft-failover raft-throughput ...]`. Prints results and
+// Benchmark runner: `npm run bench [-- raft-failover raft-throughput lock lock-memory ...]`. Prints results and
 // rewrites this run's sections of docs/BENCHMARKS.md (machine and command included).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import {
+  DIRECT_DSS,
+  lockComparison,
+  lockMarkdown,
+  lockMemory,
+  lockMemoryMarkdown,
+  lockTargets,
+  revision,
+  type MemoryResult,
+} from './lock.js';
+import { fmt } from './stats.js';
 import { closeBench, failover, failoverMarkdown, throughput, throughputMarkdown } from './raft.js';
 
 const DOC = fileURLToPath(new URL('../docs/BENCHMARKS.md', import.meta.url));
@@ -23,6 +34,29 @@ function writeSection(name: string, body: string): void {
   const next =
     i >= 0 && j > i ? doc.slice(0, i) + block + doc.slice(j + end.length) : `${doc.trimEnd()}\n\n${block}\n`;
   writeFileSync(DOC, next);
+}
+
+/** What the lock-memory table shows, with its numbers. */
+function memoryNotes(r: MemoryResult): string {
+  const pairPoints = r.points.filter((p) => p.rate !== undefined);
+  const mib = (b: number): string => fmt(b / 2 ** 20, 0);
+  const range = (xs: number[]): string => `${mib(Math.min(...xs))}–${mib(Math.max(...xs))}`;
+  const leaderRss = pairPoints.map((p) => p.rss[0] ?? NaN);
+  const rssAll = pairPoints.flatMap((p) => p.rss);
+  const dirs = pairPoints.flatMap((p) => p.disk.map((d) => d.total));
+  const last = r.points.at(-1);
+  if (!last || pairPoints.length === 0) return '';
+  return (
+    `- Over the ${r.pairs.toLocaleString('en-US')} pairs (${last.commitIndex.toLocaleString('en-US')} ` +
+    `entries committed in all), each node's Raft dir stayed within ${range(dirs)} MiB: a snapshot every ` +
+    `${r.snapshotEvery} entries lets compaction delete whole WAL segments, but segments are 64 MiB and ` +
+    `the active one is never deleted, so the dir saw-tooths between the snapshots alone and about one ` +
+    `full segment plus the snapshots (two kept) rather than staying flat; it does not grow with the log.\n` +
+    `- RSS of the nodes during the pairs: ${range(rssAll)} MiB (leader ${range(leaderRss)} MiB), ` +
+    `against ${range(r.points[1]?.rss ?? [])} MiB right after the ${r.held.toLocaleString('en-US')} locks ` +
+    `were taken: after a first rise (V8 heap growth under load) it moves up and down with garbage ` +
+    `collection and does not climb with the number of pairs.\n`
+  );
 }
 
 const suites: Record<string, () => Promise<void>> = {
@@ -61,6 +95,73 @@ const suites: Record<string, () => Promise<void>> = {
       `## Raft replication throughput\n\n${new Date().toISOString().slice(0, 10)}, ${machine()}; ` +
         `\`npm run bench -- raft-throughput\` (3 node processes, no-op commands POSTed to the leader's ` +
         `test hook, each answered after commit and apply on the leader; fsync = fdatasync of the WAL).\n\n${table}\n`,
+    );
+  },
+  lock: async () => {
+    const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+    const rev = revision();
+    const results = await lockComparison(seconds);
+    const table = lockMarkdown(results);
+    const targets = lockTargets(results);
+    const direct = results.some((r) => r.system === DIRECT_DSS) ? lockTargets(results, DIRECT_DSS) : '';
+    console.log(`${table}\n\n${targets}\n\n${direct}`);
+    writeSection(
+      'lock',
+      `## Lock service: DSS vs etcd vs Redis\n\n${new Date().toISOString().slice(0, 10)}, ${machine()}; ` +
+        `\`npm run bench -- lock\` (${seconds} s measured per row after a ${Math.min(2, seconds / 5)} s warm-up; ` +
+        `every system on loopback on this machine, started by the bench; for each scenario the systems ` +
+        `run one after the other, never at once; ${rev}).\n\n` +
+        `A pair is an exclusive acquire then a release by the same client; its latency runs from sending ` +
+        `the acquire to the release's answer (for hot resources it includes the wait in the queue). ` +
+        `What each system does per pair:\n\n` +
+        `- **DSS**: 3 node processes (TestCluster: election 1–2 s, heartbeat 200 ms, LOG_LEVEL=warn); ` +
+        `clients POST \`/lock/acquire\` and \`/lock/release\` to the leader (undici, keep-alive). Two Raft ` +
+        `commits per pair, each fdatasynced on a majority before the answer. Hot resources: \`wait_ms\` ` +
+        `10000, so an acquire queues on the leader and is granted by the release before it. Raft traffic ` +
+        `between the nodes goes through TestCluster's TCP proxies, which run inside the load generator.\n` +
+        `- **DSS, peers direct**: the same three nodes and settings, started by the bench with ` +
+        `\`CLUSTER_ADDRS\` naming each other, so Raft traffic skips the proxies as etcd's does ` +
+        `(\`BENCH_LOCK_DIRECT=0\` leaves it out).\n` +
+        `- **etcd**: 3 members (\`--log-level warn\`, default heartbeat 100 ms / election 1 s), its v3 ` +
+        `lock service through the JSON gateway of the leader member; one lease (TTL 60 s) per client. ` +
+        `Lock = a Txn putting \`name/<lease>\` with the lease (1 Raft commit, WAL fsync on a majority) ` +
+        `plus a lease keep-alive, then a watch on earlier keys when contended; unlock = a delete (1 Raft ` +
+        `commit).\n` +
+        `- **Redis**: one \`redis-server\` (\`--save "" --appendonly no\`), ioredis with a connection ` +
+        `per client. Acquire = \`SET key client NX PX 30000\`, retried every 1 ms while held (hot ` +
+        `resources); release = a Lua compare-and-delete. No replication, no fsync: a ceiling, not a ` +
+        `like-for-like system.\n\n` +
+        `CPU is each process's utime+stime over the measured window, in % of one core (the machine has ` +
+        `${cpus().length}); "bench" is the load generator (for the TestCluster rows it also runs the Raft ` +
+        `proxies); "other" is the rest of the machine's busy time (kernel softirqs of loopback ` +
+        `traffic, and other people's processes on this shared machine: each row waits first for ` +
+        `under 25 % of a core of that).\n\n` +
+        `${table}\n\nTargets from the issue (DSS as TestCluster runs it, against etcd; not tuned, ` +
+        `measured as is):\n\n${targets}\n` +
+        (direct ? `\nThe same targets for the DSS nodes with direct peer links:\n\n${direct}\n` : ''),
+    );
+  },
+  'lock-memory': async () => {
+    const pairs = Number(process.env.BENCH_PAIRS ?? 1_000_000);
+    const held = Number(process.env.BENCH_HELD ?? 100_000);
+    const rev = revision();
+    const r = await lockMemory(held, pairs);
+    const table = lockMemoryMarkdown(r);
+    console.log(table);
+    writeSection(
+      'lock-memory',
+      `## Lock service: memory and disk under sustained churn\n\n${new Date().toISOString().slice(0, 10)}, ` +
+        `${machine()}; \`BENCH_PAIRS=${pairs} npm run bench -- lock-memory\` (a fresh 3-node DSS cluster, ` +
+        `election 1–2 s, heartbeat 200 ms, snapshot every ${r.snapshotEvery} entries; ${rev}).\n\n` +
+        `First ${held.toLocaleString('en-US')} exclusive locks on distinct resources (64 concurrent ` +
+        `clients, TTL one day) are taken and kept: ${fmt(r.heldSeconds, 1)} s, ${r.heldErrors} errors. ` +
+        `Then ${pairs.toLocaleString('en-US')} acquire/release pairs by 64 clients, each on its own ` +
+        `resource: ${fmt(r.pairsSeconds, 0)} s (${fmt(r.pairs / r.pairsSeconds, 0)} pairs/s), ` +
+        `${r.pairErrors} failed` +
+        (r.errorKinds.length ? ` (${r.errorKinds.map(([k, n]) => `${n} × ${k}`).join(', ')})` : '') +
+        `. RSS is each node's \`process_resident_memory_bytes\`; a Raft dir is the ` +
+        `total size of the files in the node's DATA_DIR (WAL segments and snapshots).\n\n${table}\n\n` +
+        memoryNotes(r),
     );
   },
 };
