@@ -52,10 +52,12 @@ function memoryNotes(r: MemoryResult): string {
     `${r.snapshotEvery} entries lets compaction delete whole WAL segments, but segments are 64 MiB and ` +
     `the active one is never deleted, so the dir saw-tooths between the snapshots alone and about one ` +
     `full segment plus the snapshots (two kept) rather than staying flat; it does not grow with the log.\n` +
-    `- RSS of the nodes during the pairs: ${range(rssAll)} MiB (leader ${range(leaderRss)} MiB), ` +
-    `against ${range(r.points[1]?.rss ?? [])} MiB right after the ${r.held.toLocaleString('en-US')} locks ` +
-    `were taken: after a first rise (V8 heap growth under load) it moves up and down with garbage ` +
-    `collection and does not climb with the number of pairs.\n`
+    `- RSS of the nodes during the pairs: ${range(rssAll)} MiB, against ${range(r.points[1]?.rss ?? [])} ` +
+    `MiB right after the ${r.held.toLocaleString('en-US')} locks were taken. The leader's went from ` +
+    `${mib(leaderRss[0] ?? NaN)} MiB at the first point to ${mib(leaderRss.at(-1) ?? NaN)} MiB at the ` +
+    `last, moving by up to ${mib(Math.max(...leaderRss.slice(1).map((x, i) => Math.abs(x - leaderRss[i]!))))} ` +
+    `MiB between points (garbage collection). Whether any rise is V8 heap sizing or a slow leak, this ` +
+    `table cannot tell: that needs a heap snapshot or a longer run.\n`
   );
 }
 
