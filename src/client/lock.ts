@@ -1,33 +1,12 @@
 // Lock methods of the SDK (SPEC 4.3). Retries of 503 (no leader yet) are safe: acquire is idempotent
 // for a client that already holds the lock, release and renew act only for the holder.
+import type { AcquireReply, HoldWire, LockModeWire, LockStatusReply } from '../api/schemas/lock.js';
 import type { DssClient, RequestOptions } from './client.js';
 
-export type LockMode = 'exclusive' | 'shared';
-
-export interface LockGrant {
-  granted: true;
-  resource: string;
-  mode: LockMode;
-  client_id: string;
-  fencing_token: number;
-  expires_at: number;
-}
-
-export interface LockHolder {
-  client_id: string;
-  mode: LockMode;
-  fencing_token: number;
-  expires_at: number;
-}
-
-export interface LockStatus {
-  locks: {
-    resource: string;
-    mode: LockMode | null;
-    holders: LockHolder[];
-    waiters: { client_id: string; mode: LockMode }[];
-  }[];
-}
+export type LockMode = LockModeWire;
+export type LockGrant = AcquireReply;
+export type LockHolder = HoldWire;
+export type LockStatus = LockStatusReply;
 
 export interface AcquireOptions {
   mode?: LockMode;

@@ -269,6 +269,18 @@ export class LockTable implements StateMachine {
       this.grantWaiters(resource, e, index, now, grants);
     }
     let result: AcquireResult;
+    const queue = (into: Entry, at: number): AcquireResult => {
+      this.addWaiter(into, at, {
+        resource,
+        client_id,
+        mode,
+        ttl_ms,
+        since: index,
+        wait_until: now + wait_ms,
+        pos: -1,
+      });
+      return { status: 'queued' };
+    };
     const held = e?.holders.find((h) => h.client_id === client_id);
     const waiting = this.waiterOf(client_id, resource);
     if (held && (held.mode === mode || held.mode === 'exclusive')) {
@@ -300,16 +312,7 @@ export class LockTable implements StateMachine {
         let at = 0;
         const q = e.waiters;
         while (at < q.length && e.holders.some((h) => h.client_id === q[at]!.client_id)) at++;
-        this.addWaiter(e, at, {
-          resource,
-          client_id,
-          mode,
-          ttl_ms,
-          since: index,
-          wait_until: now + wait_ms,
-          pos: -1,
-        });
-        result = { status: 'queued' };
+        result = queue(e, at);
       }
     } else {
       const grantable =
@@ -322,17 +325,7 @@ export class LockTable implements StateMachine {
       } else if (wait_ms === 0) {
         result = { status: 'conflict', holders: e!.holders.map(holdView) };
       } else {
-        e = e!;
-        this.addWaiter(e, e.waiters.length, {
-          resource,
-          client_id,
-          mode,
-          ttl_ms,
-          since: index,
-          wait_until: now + wait_ms,
-          pos: -1,
-        });
-        result = { status: 'queued' };
+        result = queue(e!, e!.waiters.length);
       }
     }
 

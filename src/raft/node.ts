@@ -86,7 +86,8 @@ export class RaftNode {
   private running = false;
   private fatal: Error | null = null;
 
-  private processing = false;
+  /** The processing loop while it runs; at most one at a time. */
+  private loop: Promise<void> | null = null;
   private readyCount = 0;
   private replyWaiters: ReplyWaiter[] = [];
 
@@ -165,7 +166,8 @@ export class RaftNode {
     this.running = false;
     if (this.ticker) clearInterval(this.ticker);
     this.failAll(new DssError('shutting_down', 'node is shutting down'));
-    while (this.processing) await new Promise((r) => setTimeout(r, 2));
+    // Not running any more, so the loop ends without starting another.
+    await this.loop;
     await this.opts.storage.close();
   }
 
@@ -241,12 +243,11 @@ export class RaftNode {
   }
 
   private kick(): void {
-    if (this.processing || !this.running || this.fatal) return;
-    this.processing = true;
-    this.process()
+    if (this.loop || !this.running || this.fatal) return;
+    this.loop = this.process()
       .catch((e: unknown) => this.die(e instanceof Error ? e : new Error(String(e))))
       .finally(() => {
-        this.processing = false;
+        this.loop = null;
         // Work that arrived during the last await is picked up by a fresh run.
         if (this.running && !this.fatal && this.core && (this.core.hasReady() || this.hasBufferedWork())) {
           this.kick();

@@ -1,5 +1,6 @@
-// Lock API schemas (SPEC 4.3): one TypeBox definition gives validation, serialization and OpenAPI.
-import { Type } from 'typebox';
+// Lock API schemas (SPEC 4.3): one TypeBox definition gives validation, serialization and OpenAPI;
+// the SDK imports the Static types.
+import { Type, type Static } from 'typebox';
 import { Identifier } from './common.js';
 
 /** Longest hold a client may ask for in one acquire or renew: one day. */
@@ -70,3 +71,8 @@ export const LockStatusResponse = Type.Object({
     }),
   ),
 });
+
+export type LockModeWire = Static<typeof LockMode>;
+export type HoldWire = Static<typeof HoldView>;
+export type AcquireReply = Static<typeof AcquireResponse>;
+export type LockStatusReply = Static<typeof LockStatusResponse>;
