@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'wait_timeout'
   | 'deadlock'
   | 'not_holder'
+  | 'unknown_message'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'role_not_served'
@@ -33,6 +34,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   wait_timeout: 409,
   deadlock: 409,
   not_holder: 409,
+  unknown_message: 404,
   payload_too_large: 413,
   unsupported_media_type: 415,
   role_not_served: 421,

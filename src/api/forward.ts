@@ -17,6 +17,9 @@ export interface ForwarderOptions {
   ca?: string | Buffer;
 }
 
+/** Connection failures that prove the request never reached the leader. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
 export class LeaderForwarder {
   private readonly agent: Agent;
   private readonly urls: Map<string, string>;
@@ -76,10 +79,17 @@ export class LeaderForwarder {
     } catch (e) {
       const timedOut = e instanceof DOMException && e.name === 'TimeoutError';
       if (timedOut || e instanceof undiciErrors.HeadersTimeoutError) {
-        throw new DssError('timeout', `the leader ${st.leaderId} did not answer within ${timeoutMs} ms`);
+        throw new DssError('timeout', `the leader ${st.leaderId} did not answer within ${timeoutMs} ms`, {
+          details: { outcome: 'unknown' },
+        });
       }
-      // The leader died or is unreachable mid-request: answer at once so the client can retry.
-      throw new DssError('no_leader', `the leader ${st.leaderId} is unreachable; retry shortly`);
+      // The leader died or is unreachable: answer at once so the client can retry. Only a refused
+      // connection proves the request never reached it; otherwise it may have been executed.
+      const neverSent = NEVER_SENT.has((e as { code?: unknown }).code as string);
+      throw new DssError('no_leader', `the leader ${st.leaderId} is unreachable; retry shortly`, {
+        retryAfter: 1,
+        ...(neverSent ? {} : { details: { outcome: 'unknown' } }),
+      });
     }
   }
 

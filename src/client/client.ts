@@ -126,6 +126,7 @@ export class DssClient {
     const tried = new Set<string>();
     let index = 0;
     let lastError: unknown;
+    let unknownOutcome = false;
     for (let attempt = 0; attempt <= retries; attempt++) {
       const url = candidates[index % candidates.length]!;
       tried.add(url);
@@ -142,6 +143,7 @@ export class DssClient {
           body: res.body,
           url,
           ...(wait !== undefined ? { retryAfterMs: wait } : {}),
+          afterUnknownOutcome: unknownOutcome,
         });
         if (res.status === 421 && !opts.url) {
           // Misdirected: go straight to a node that serves the role.
@@ -153,6 +155,7 @@ export class DssClient {
           continue;
         }
         if (res.status !== 503) throw err;
+        if (err.outcomeUnknown) unknownOutcome = true;
         lastError = err;
         delayMs = Math.max(this.backoff(attempt), Math.min(err.retryAfterMs ?? 0, this.maxRetryAfterMs));
       } catch (e) {

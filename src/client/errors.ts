@@ -9,8 +9,19 @@ export class DssHttpError extends Error {
   readonly url: string;
   /** Retry-After in ms, when the node sent one. */
   readonly retryAfterMs: number | undefined;
+  /**
+   * An earlier attempt of this call failed with "outcome unknown" (the command may have been applied),
+   * so this answer may describe the state after our own earlier attempt.
+   */
+  readonly afterUnknownOutcome: boolean;
 
-  constructor(opts: { status: number; body: unknown; url: string; retryAfterMs?: number }) {
+  constructor(opts: {
+    status: number;
+    body: unknown;
+    url: string;
+    retryAfterMs?: number;
+    afterUnknownOutcome?: boolean;
+  }) {
     const err = errorOf(opts.body);
     super(`${opts.status} ${err.code}: ${err.message} (${opts.url})`);
     this.name = 'DssHttpError';
@@ -19,6 +30,16 @@ export class DssHttpError extends Error {
     this.body = opts.body;
     this.url = opts.url;
     this.retryAfterMs = opts.retryAfterMs;
+    this.afterUnknownOutcome = opts.afterUnknownOutcome ?? false;
+  }
+
+  /** The node could not tell whether the command was applied (body `outcome: "unknown"`). */
+  get outcomeUnknown(): boolean {
+    return (
+      typeof this.body === 'object' &&
+      this.body !== null &&
+      (this.body as { outcome?: unknown }).outcome === 'unknown'
+    );
   }
 }
 

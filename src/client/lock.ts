@@ -2,6 +2,7 @@
 // for a client that already holds the lock, release and renew act only for the holder.
 import type { AcquireReply, HoldWire, LockModeWire, LockStatusReply } from '../api/schemas/lock.js';
 import type { DssClient, RequestOptions } from './client.js';
+import { DssHttpError } from './errors.js';
 
 export type LockMode = LockModeWire;
 export type LockGrant = AcquireReply;
@@ -41,8 +42,19 @@ export class LockClient {
     );
   }
 
-  release(resource: string, clientId: string, req: RequestOptions = {}): Promise<{ released: true }> {
-    return this.client.request('POST', '/lock/release', { resource, client_id: clientId }, req);
+  /**
+   * When an attempt failed with an unknown outcome (leader crash mid-commit) and the retry finds the
+   * client no longer holding the lock, that earlier attempt is what released it: the call succeeds,
+   * since its postcondition (this client does not hold the resource) holds either way.
+   */
+  async release(resource: string, clientId: string, req: RequestOptions = {}): Promise<{ released: true }> {
+    try {
+      return await this.client.request('POST', '/lock/release', { resource, client_id: clientId }, req);
+    } catch (e) {
+      if (e instanceof DssHttpError && e.code === 'not_holder' && e.afterUnknownOutcome)
+        return { released: true };
+      throw e;
+    }
   }
 
   renew(

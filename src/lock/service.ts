@@ -99,7 +99,6 @@ export class LockService {
   /** Term whose extend_all has committed: only then may this leader expire holds. */
   private extendedTerm = -1;
   private extending = false;
-  private wasLeader = false;
 
   /** The state machine Raft replicates: the lock table, with grants and aborts reported here. */
   readonly stateMachine: StateMachine;
@@ -111,7 +110,7 @@ export class LockService {
     this.stateMachine = {
       apply: (command, index, term) => {
         const result = this.table.apply(command, index, term);
-        this.onApplied(result);
+        this.onApplied(command, result);
         return result;
       },
       snapshot: () => this.table.snapshot(),
@@ -184,7 +183,7 @@ export class LockService {
           throw this.deadlockError(req.resource, r.cycle);
         case 'queued': {
           if (granted === null) throw new DssError('internal', 'queued an acquire that may not wait');
-          const g = await granted;
+          const g = await this.withBackstop(granted, req.wait_ms);
           this.opts.metrics.acquire('granted');
           return view(req.resource, {
             client_id: g.client_id,
@@ -253,10 +252,17 @@ export class LockService {
     return result as unknown as LockResult;
   }
 
-  /** Runs inside apply on every replica; only the leader has pending acquires to answer. */
-  private onApplied(result: Json): void {
+  /**
+   * Runs inside apply on every replica. Waiters are answered from the log wherever they wait, so a
+   * leader that steps down keeps answering the acquires queued through it, as its log learns their fate.
+   */
+  private onApplied(command: Json, result: Json): void {
     const r = result as unknown as LockResult | { error: string };
     if (!('op' in r)) return;
+    if (r.op === 'wait_timeout' && r.removed) {
+      const cmd = command as unknown as Extract<LockCommand, { op: 'wait_timeout' }>;
+      this.timeOut(cmd.resource, cmd.client_id);
+    }
     if ('grants' in r)
       for (const g of r.grants) this.settle(key(g.resource, g.client_id), (p) => p.resolve(g));
     if (r.op === 'acquire') {
@@ -293,13 +299,7 @@ export class LockService {
     } catch {
       return;
     }
-    const leader = st.role === 'leader';
-    if (this.wasLeader && !leader) {
-      // Our waiters' answers now come from another leader: let their clients retry there.
-      this.failPending(new DssError('not_leader', 'leadership moved; retry the acquire'));
-    }
-    this.wasLeader = leader;
-    if (!leader) return;
+    if (st.role !== 'leader') return;
     if (this.extendedTerm !== st.term) {
       this.extendLiveHolds(st.term);
       return;
@@ -367,6 +367,32 @@ export class LockService {
       details: { granted: false, holders: holdsView(holders) },
     });
     this.settle(key(resource, clientId), (p) => p.reject(err));
+  }
+
+  /**
+   * The log normally settles a waiter by wait_ms (grant, deadlock abort or wait_timeout). A node cut
+   * off from the leader learns nothing, so the wait is bounded here too; the acquire may have been
+   * granted meanwhile, which a retry (idempotent) reveals.
+   */
+  private withBackstop(granted: Promise<Grant>, waitMs: number): Promise<Grant> {
+    let timer: NodeJS.Timeout | undefined;
+    const backstop = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new DssError(
+              'unavailable',
+              'outcome unknown: no word from the Raft log on this wait; retry the acquire',
+              {
+                details: { outcome: 'unknown' },
+                retryAfter: 1,
+              },
+            ),
+          ),
+        waitMs + 2 * this.opts.electionTimeoutMaxMs,
+      );
+    });
+    return Promise.race([granted, backstop]).finally(() => clearTimeout(timer));
   }
 
   private failPending(err: Error): void {

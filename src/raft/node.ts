@@ -302,7 +302,7 @@ export class RaftNode {
           const timer = setTimeout(
             () => {
               if (this.pending.delete(pos.index)) {
-                reject(new DssError('unavailable', 'proposal was not committed in time (no quorum?)'));
+                reject(outcomeUnknown('the command was not applied in time (no quorum?)'));
               }
             },
             this.opts.proposalTimeoutMs ?? 4 * this.opts.electionTimeoutMaxMs,
@@ -345,8 +345,15 @@ export class RaftNode {
       this.lastSnapshotIndex = rd.snapshot.meta.index;
       // Proposals at or below the snapshot were decided elsewhere; we cannot tell their result.
       for (const [index, p] of this.pending) {
-        if (index <= rd.snapshot.meta.index) this.settle(index, p, null);
+        if (index <= rd.snapshot.meta.index) {
+          clearTimeout(p.timer);
+          this.pending.delete(index);
+          p.reject(
+            outcomeUnknown('a snapshot from the leader replaced the log before the command applied here'),
+          );
+        }
       }
+      this.dropProposalsBefore(rd.snapshot.meta.term);
     }
     this.applyEntries(alreadyApplied > 0 ? rd.committed.slice(alreadyApplied) : rd.committed);
     for (const rs of rd.readStates) {
@@ -370,6 +377,10 @@ export class RaftNode {
   private applyEntries(entries: Entry[]): void {
     const sm = this.opts.stateMachine;
     for (const e of entries) {
+      // A committed entry of a later term means every log that will ever lead again holds it, and
+      // (log matching) none of them holds an entry of an older term at this index or after it: our
+      // remaining proposals of older terms can never commit.
+      if (e.term > this.appliedTerm && this.pending.size > 0) this.dropProposalsBefore(e.term);
       const result = e.kind === 'command' ? sm.apply(e.command, e.index, e.term) : null;
       this.appliedIndex = e.index;
       this.appliedTerm = e.term;
@@ -378,11 +389,21 @@ export class RaftNode {
     }
   }
 
+  private dropProposalsBefore(term: number): void {
+    for (const [index, p] of this.pending) if (p.term < term) this.settle(index, p, null);
+  }
+
   private settle(index: number, p: PendingProposal, ok: { index: number; result: Json } | null): void {
     clearTimeout(p.timer);
     this.pending.delete(index);
     if (ok) p.resolve(ok);
-    else p.reject(new DssError('not_leader', 'leadership changed; the proposal was not committed'));
+    else {
+      // Another leader's entry took this index: ours was never committed, so a retry is safe.
+      const err = this.notLeader(this.core?.status().leaderId ?? null);
+      p.reject(
+        new DssError(err.code, `leadership changed and the command was not committed; ${err.message}`, err),
+      );
+    }
   }
 
   private async maybeSnapshot(core: RaftCore): Promise<void> {
@@ -500,9 +521,9 @@ export class RaftNode {
     this.lastState = key;
     if (st.role === 'candidate' && prevRole !== 'candidate') this.events.onElection?.();
     if (st.role !== 'leader') {
-      // Entries we proposed as leader may still commit under the next leader, but we cannot know
-      // when or whether; fail them now so callers retry (lock commands are idempotent).
-      for (const [index, p] of this.pending) if (index > st.commitIndex) this.settle(index, p, null);
+      // Entries we proposed as leader stay pending: they may still commit under the next leader.
+      // Applying the index tells (same term: committed, with its result; other term: never was),
+      // so callers get a definite answer instead of an ambiguous failure they would retry blindly.
       for (const r of this.readBatch) r.reject(this.notLeader(st.leaderId));
       this.readBatch = [];
     }
@@ -511,6 +532,7 @@ export class RaftNode {
   }
 
   private notLeader(leaderId: NodeId | null): DssError {
+    // Callers only get this for commands that never entered the log: retrying them is safe.
     return leaderId === null
       ? new DssError('no_leader', 'no Raft leader at the moment', { retryAfter: 1 })
       : new DssError('not_leader', `this node is not the leader; the leader is ${leaderId}`, {
@@ -518,11 +540,13 @@ export class RaftNode {
         });
   }
 
-  private failAll(err: Error): void {
+  private failAll(err: DssError): void {
     for (const [index, p] of this.pending) {
       clearTimeout(p.timer);
       this.pending.delete(index);
-      p.reject(err);
+      p.reject(
+        new DssError(err.code, `${err.message}; the outcome of the command is unknown`, OUTCOME_UNKNOWN),
+      );
     }
     for (const b of this.proposalBuffer) b.p.reject(err);
     this.proposalBuffer = [];
@@ -554,4 +578,14 @@ export class RaftNode {
     if (!this.running) throw new DssError('shutting_down', 'raft is stopped');
     return core;
   }
+}
+
+const OUTCOME_UNKNOWN = { details: { outcome: 'unknown' }, retryAfter: 1 };
+
+/**
+ * The command entered the log but this node cannot tell whether it committed: a retry may apply it
+ * twice, so the error says so (clients of idempotent commands retry; others check first).
+ */
+function outcomeUnknown(why: string): DssError {
+  return new DssError('unavailable', `outcome unknown: ${why}`, OUTCOME_UNKNOWN);
 }

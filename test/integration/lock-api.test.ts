@@ -76,6 +76,40 @@ describe('lock API (real processes)', () => {
     await b.lock.release('api-r2', 'bob');
   });
 
+  it('a blocked acquire is still answered with its grant after its leader lost leadership', async () => {
+    const old = await c.leader();
+    const oldUrl = c.node(old.id).url;
+    const viaOld = new DssClient({ urls: [oldUrl], retries: 0 });
+    const others = c.nodes.filter((n) => n.id !== old.id);
+    const viaOthers = new DssClient({ urls: others.map((n) => n.url), retries: 10, backoffBaseMs: 50 });
+    try {
+      await viaOthers.lock.acquire('api-lost-leader', 'alice', { ttlMs: 60_000 });
+      const waiting = viaOld.lock.acquire('api-lost-leader', 'bob', { waitMs: 20_000, ttlMs: 60_000 });
+      waiting.catch(() => undefined);
+      await waitFor('bob queued', async () => {
+        const st = await viaOthers.lock.status('api-lost-leader');
+        return st.locks[0]?.waiters.some((w) => w.client_id === 'bob');
+      });
+      c.partition([[old.id], others.map((n) => n.id)]);
+      await waitFor('a new leader among the others', async () => {
+        const l = await c.leader(others.map((n) => n.id));
+        return l.term > old.term;
+      });
+      // Released under the new leader while the old one is cut off: bob's grant is decided there.
+      await viaOthers.lock.release('api-lost-leader', 'alice');
+      c.heal();
+      const g = await waiting;
+      assert.equal(g.client_id, 'bob');
+      const st = await viaOthers.lock.status('api-lost-leader');
+      assert.equal(st.locks[0]?.holders[0]?.fencing_token, g.fencing_token);
+      await viaOthers.lock.release('api-lost-leader', 'bob');
+    } finally {
+      c.heal();
+      await viaOld.close();
+      await viaOthers.close();
+    }
+  });
+
   it('a blocked acquire that is not granted in time gets 409 wait_timeout', async () => {
     const [a, b] = clients as [DssClient, DssClient];
     await a.lock.acquire('api-r3', 'alice', { ttlMs: 60_000 });

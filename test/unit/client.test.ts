@@ -74,6 +74,15 @@ describe('DssClient', () => {
         return { ok: true };
       });
       app.get('/empty', (_req, reply) => reply.code(204).send());
+      // A leader that committed the release, then crashed before answering: the next try finds
+      // the client no longer holding the lock.
+      app.post('/lock/release', (req, reply) => {
+        const { resource } = req.body as { resource: string };
+        const n = hit(`release:${resource}`);
+        if (resource === 'crashed' && n === 1)
+          return reply.code(503).send({ outcome: 'unknown', error: { code: 'unavailable', message: 'x' } });
+        return reply.code(409).send({ error: { code: 'not_holder', message: 'not the holder' } });
+      });
       app.get('/status', () => ({
         node_id: 'a',
         roles: ['lock'],
@@ -180,6 +189,24 @@ describe('DssClient', () => {
     await assert.rejects(client.request('POST', '/slow', {}), DssConnectionError);
     assert.equal(a.hits.get('slow-post'), 1);
     await client.close();
+  });
+
+  it('release: not_holder after an attempt of unknown outcome means our attempt released it', async () => {
+    const c = new DssClient({ urls: [a.url], retries: 2, backoffBaseMs: 1 });
+    try {
+      assert.deepEqual(await c.lock.release('crashed', 'me'), { released: true });
+      assert.equal(a.hits.get('release:crashed'), 2);
+      // Without an earlier unknown outcome, not_holder is what it says.
+      const err = await c.lock.release('never-held', 'me').then(
+        () => assert.fail('expected not_holder'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof DssHttpError);
+      assert.equal(err.code, 'not_holder');
+      assert.equal(err.afterUnknownOutcome, false);
+    } finally {
+      await c.close();
+    }
   });
 
   it('throws DssConnectionError when no node can be reached', async () => {
