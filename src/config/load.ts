@@ -130,7 +130,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
         integer: true,
         min: 1,
       }),
-      snapshotRetain: parseNumber('RAFT_SNAPSHOT_RETAIN', get('RAFT_SNAPSHOT_RETAIN'), 1000, {
+      snapshotRetain: parseNumber('RAFT_SNAPSHOT_RETAIN', get('RAFT_SNAPSHOT_RETAIN'), 10_000, {
         integer: true,
       }),
     },

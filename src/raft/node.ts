@@ -32,7 +32,7 @@ export interface RaftNodeOptions {
   logger: Logger;
   /** Take a snapshot and compact the log after this many applied entries (default 10000). */
   snapshotEvery?: number;
-  /** Entries kept behind a snapshot so briefly lagging followers need no InstallSnapshot (default 1000). */
+  /** Entries kept behind a snapshot so briefly lagging followers need no InstallSnapshot (default 10000). */
   snapshotRetain?: number;
   /** A proposal not applied by then fails with 503 (default: 4 x max election timeout). */
   proposalTimeoutMs?: number;
@@ -416,7 +416,7 @@ export class RaftNode {
         data: this.opts.stateMachine.snapshot(),
       };
       await this.opts.storage.saveSnapshot(snapshot, false);
-      const keepFrom = Math.max(1, snapshot.meta.index - (this.opts.snapshotRetain ?? 1000) + 1);
+      const keepFrom = Math.max(1, snapshot.meta.index - (this.opts.snapshotRetain ?? 10_000) + 1);
       core.compact(snapshot, keepFrom);
       await this.opts.storage.compact(keepFrom - 1);
       this.lastSnapshotIndex = snapshot.meta.index;
