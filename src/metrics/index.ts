@@ -2,6 +2,7 @@
 // several nodes can live in one process (tests) without mixing their numbers.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { LockMetricsSink } from '../lock/service.js';
+import type { QueueMetricsSink } from '../queue/service.js';
 import type { RaftStatus } from '../raft/types.js';
 
 /** Buckets from 0.5 ms (a local lock grant) to 30 s (the longest long poll). */
@@ -26,9 +27,21 @@ export interface Metrics {
   bindRaft(source: () => RaftStatus, fsyncs?: () => number): RaftMetrics;
   /** Registers the lock_* metrics; `held`/`waiters` are read from the lock table at scrape time. */
   bindLock(source: { held: () => number; waiters: () => number }): LockMetricsSink;
+  /**
+   * Registers the queue_* metrics. `depths` lists the queues this node owns with their counts, read
+   * from Redis at scrape time (a failure leaves the gauge empty rather than failing the scrape).
+   */
+  bindQueue(depths: () => Promise<QueueDepth[]>): QueueMetricsSink;
   /** Prometheus exposition text. */
   scrape(): Promise<string>;
   readonly contentType: string;
+}
+
+export interface QueueDepth {
+  queue: string;
+  ready: number;
+  pending: number;
+  dead: number;
 }
 
 export interface MetricsOptions {
@@ -89,6 +102,42 @@ export function createMetrics(opts: MetricsOptions): Metrics {
       return {
         acquire: (result) => acquires.inc({ result }),
         deadlock: () => deadlocks.inc(),
+      };
+    },
+    bindQueue(depths: () => Promise<QueueDepth[]>): QueueMetricsSink {
+      const messages = new Counter({
+        name: 'queue_messages_total',
+        help: 'Queue messages handled by this node, by operation (push, pop, ack, nack, dead)',
+        labelNames: ['op'] as const,
+        registers: [registry],
+      });
+      for (const op of ['push', 'pop', 'ack', 'nack', 'dead']) messages.inc({ op }, 0);
+      new Gauge({
+        name: 'queue_depth',
+        help: 'Messages per queue owned by this node, by state (ready, pending, dead)',
+        labelNames: ['queue', 'state'] as const,
+        registers: [registry],
+        async collect() {
+          this.reset();
+          try {
+            for (const d of await depths()) {
+              this.set({ queue: d.queue, state: 'ready' }, d.ready);
+              this.set({ queue: d.queue, state: 'pending' }, d.pending);
+              this.set({ queue: d.queue, state: 'dead' }, d.dead);
+            }
+          } catch {
+            // Redis down: no depths this scrape; the rest of the exposition still answers.
+          }
+        },
+      });
+      const redeliveries = new Counter({
+        name: 'queue_redeliveries_total',
+        help: 'Deliveries whose visibility timeout passed and that went back to ready',
+        registers: [registry],
+      });
+      return {
+        messages: (op, n) => messages.inc({ op }, n),
+        redeliveries: (n) => redeliveries.inc(n),
       };
     },
     bindRaft(source: () => RaftStatus, fsyncs?: () => number): RaftMetrics {

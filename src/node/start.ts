@@ -21,6 +21,12 @@ import { FileStorage } from '../raft/storage/file-storage.js';
 import type { Json, StateMachine } from '../raft/types.js';
 import { HttpTransport } from '../transport/http.js';
 import { PeerProber } from './peer-probe.js';
+import { queueRoutes } from '../api/routes/queue.js';
+import { createRedisClient } from '../queue/redis.js';
+import { HashRing } from '../queue/ring.js';
+import { QueueRouter } from '../queue/router.js';
+import { QueueService } from '../queue/service.js';
+import { QueueStore } from '../queue/store.js';
 
 export interface RunningNode {
   readonly config: Config;
@@ -222,6 +228,67 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
     prober.start();
     cleanups.push(() => prober.stop());
 
+    const statusSections: StatusSections = { ...opts.statusSections };
+    if (config.roles.includes('queue')) {
+      const queueNodes = config.cluster.filter((m) => m.roles.includes('queue'));
+      const ring = new HashRing(
+        queueNodes.map((m) => m.id),
+        config.queue.vnodes,
+      );
+      const isUp = (id: string): boolean => id === config.nodeId || prober.isReachable(id);
+      const redis = createRedisClient(config.redis);
+      // Errors are reported per request (503); without a listener ioredis would print each one.
+      redis.on('error', (err: Error) => logger.debug({ err: err.message }, 'redis connection error'));
+      cleanups.push(async () => {
+        redis.disconnect();
+        await Promise.resolve();
+      });
+      let service: QueueService | null = null;
+      const queueMetrics = metrics.bindQueue(() => service?.depths() ?? Promise.resolve([]));
+      service = new QueueService({
+        nodeId: config.nodeId,
+        store: new QueueStore(redis),
+        redis,
+        ring,
+        isUp,
+        ackTimeoutMs: config.queue.ackTimeoutMs,
+        maxDeliveries: config.queue.maxDeliveries,
+        monitorIntervalMs: 500,
+        recheckIntervalMs: 1000,
+        metrics: queueMetrics,
+        logger: logger.child({ component: 'queue' }),
+      });
+      service.start();
+      const queueService = service;
+      cleanups.push(() => Promise.resolve(queueService.stop()));
+      const router = new QueueRouter({
+        nodeId: config.nodeId,
+        ring,
+        urls: new Map(queueNodes.map((m) => [m.id, m.url])),
+        isUp,
+        clusterSecret: config.clusterSecret,
+        ...(tls?.ca ? { ca: tls.ca } : {}),
+      });
+      cleanups.push(() => router.close());
+      plugins.push(queueRoutes({ service: queueService, router, relayMarginMs: 5_000 }));
+      readinessChecks.push({
+        name: 'redis',
+        check: async () => {
+          try {
+            await redis.ping();
+            return { ok: true };
+          } catch (e) {
+            return { ok: false, reason: `redis: ${e instanceof Error ? e.message : String(e)}` };
+          }
+        },
+      });
+      statusSections.queue = () => ({
+        vnodes: ring.vnodes,
+        nodes: ring.nodes(),
+        parked_pops: queueService.parkedCount(),
+      });
+    }
+
     const app = await buildServer({
       nodeId: config.nodeId,
       roles: config.roles,
@@ -233,7 +300,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       apiTokens: config.apiTokens,
       readinessChecks: [...readinessChecks, ...(opts.readinessChecks ?? [])],
       peers: prober,
-      statusSections: opts.statusSections ?? {},
+      statusSections,
       plugins: [...plugins, ...(opts.plugins ?? [])],
       tls: tls ? { cert: tls.cert, key: tls.key } : null,
     });

@@ -1,0 +1,299 @@
+// The queue service on one node (SPEC 5): runs operations against Redis for the queues routed here,
+// parks long-polling pops in memory (no Redis connection or poll per waiting client), and runs the
+// redelivery monitor for the queues this node owns on the hash ring.
+import type { Logger } from 'pino';
+import { DssError } from '../errors.js';
+import type { Json } from '../raft/types.js';
+import type { HashRing } from './ring.js';
+import type { NackOutcome, PoppedMessage, QueueStats, QueueStore, RedisClient } from './store.js';
+
+/** Every queue ever pushed to; the monitor's work list. A plain key: SADD/SSCAN work on Redis Cluster. */
+export const QUEUE_REGISTRY_KEY = 'dss:queues';
+
+export interface QueueMetricsSink {
+  messages(op: 'push' | 'pop' | 'ack' | 'nack' | 'dead', n: number): void;
+  redeliveries(n: number): void;
+}
+
+export interface QueueServiceOptions {
+  nodeId: string;
+  store: QueueStore;
+  redis: RedisClient;
+  ring: HashRing;
+  /** Whether a queue node answers (cached probes); decides who runs the monitor for a dead owner's queues. */
+  isUp: (nodeId: string) => boolean;
+  ackTimeoutMs: number;
+  /** 0 = never dead-letter. */
+  maxDeliveries: number;
+  /** Redelivery monitor period. */
+  monitorIntervalMs: number;
+  /**
+   * How often parked pops look at Redis themselves. Pushes through this node wake them at once;
+   * this covers pushes that reached Redis through another node (owner fallback after a failure).
+   */
+  recheckIntervalMs: number;
+  metrics: QueueMetricsSink;
+  logger: Logger;
+  now?: () => number;
+}
+
+export interface PopRequest {
+  max: number;
+  waitMs: number;
+  visibilityMs?: number;
+}
+
+interface ParkedPop {
+  req: PopRequest;
+  resolve: (msgs: PoppedMessage[]) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class QueueService {
+  private readonly opts: QueueServiceOptions;
+  private readonly now: () => number;
+  /** Queues known to be in the registry, so a push costs one SADD per queue per process, not per push. */
+  private readonly registered = new Set<string>();
+  /** Parked pops per queue, oldest first (FIFO among consumers). */
+  private readonly parked = new Map<string, ParkedPop[]>();
+  /** Queues whose parked pops are being served: one drain per queue at a time keeps FIFO. */
+  private readonly draining = new Set<string>();
+  private monitor: NodeJS.Timeout | null = null;
+  private recheck: NodeJS.Timeout | null = null;
+  private monitorRunning = false;
+  private stopped = false;
+
+  constructor(opts: QueueServiceOptions) {
+    this.opts = opts;
+    this.now = opts.now ?? Date.now;
+  }
+
+  start(): void {
+    this.monitor = setInterval(() => void this.runMonitor(), this.opts.monitorIntervalMs);
+    this.recheck = setInterval(() => {
+      for (const q of this.parked.keys()) this.wake(q);
+    }, this.opts.recheckIntervalMs);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.monitor) clearInterval(this.monitor);
+    if (this.recheck) clearInterval(this.recheck);
+    // Parked pops hold nothing yet: answering "empty" is exact, and the client simply polls again.
+    for (const list of this.parked.values()) for (const p of list) this.unpark(p, []);
+    this.parked.clear();
+  }
+
+  /** The node owning `queue` now: the first reachable one clockwise from its ring position. */
+  ownerOf(queue: string): string {
+    return (
+      this.opts.ring.ownerAmong(queue, (id) => id === this.opts.nodeId || this.opts.isUp(id)) ??
+      this.opts.nodeId
+    );
+  }
+
+  // ---------------------------------------------------------------- operations (run here)
+
+  async push(queue: string, messages: Json[]): Promise<string[]> {
+    await this.register(queue);
+    const ids = await this.opts.store.push(queue, messages);
+    this.opts.metrics.messages('push', ids.length);
+    this.wake(queue);
+    return ids;
+  }
+
+  /** Up to req.max deliveries; waits up to req.waitMs for the first one. Empty list: nothing came. */
+  async pop(queue: string, req: PopRequest): Promise<PoppedMessage[]> {
+    const parked = this.parked.get(queue);
+    // Earlier waiters come first: a new pop may not overtake them, so it only takes what is there
+    // when nobody is parked.
+    if (!parked || parked.length === 0) {
+      const got = await this.popNow(queue, req);
+      if (got.length > 0 || req.waitMs === 0) return got;
+    }
+    if (req.waitMs === 0) return [];
+    if (this.stopped) return [];
+    return new Promise<PoppedMessage[]>((resolve, reject) => {
+      const p: ParkedPop = {
+        req,
+        resolve,
+        reject,
+        timer: setTimeout(() => this.unpark(p, []), req.waitMs),
+      };
+      let list = this.parked.get(queue);
+      if (!list) this.parked.set(queue, (list = []));
+      list.push(p);
+      // Something may have arrived between the empty pop and parking.
+      this.wake(queue);
+    });
+  }
+
+  async ack(queue: string, ids: string[]): Promise<number> {
+    const n =
+      ids.length === 1 ? await this.opts.store.ack(queue, ids[0]!) : await this.opts.store.ack(queue, ids);
+    this.opts.metrics.messages('ack', n);
+    return n;
+  }
+
+  async nack(queue: string, id: string): Promise<NackOutcome> {
+    const state = await this.opts.store.nack(queue, id, this.opts.maxDeliveries);
+    this.opts.metrics.messages(state === 'dead' ? 'dead' : 'nack', 1);
+    if (state === 'ready') this.wake(queue);
+    return state;
+  }
+
+  stats(queue: string): Promise<QueueStats> {
+    return this.opts.store.stats(queue);
+  }
+
+  /** Queues in the registry (for status pages and metrics); at most `limit`. */
+  async knownQueues(limit = 10_000): Promise<string[]> {
+    const out: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await this.opts.redis.sscan(QUEUE_REGISTRY_KEY, cursor, 'COUNT', 1000);
+      out.push(...batch);
+      cursor = next;
+    } while (cursor !== '0' && out.length < limit);
+    return out.slice(0, limit);
+  }
+
+  /** Counts of the queues this node owns (at most `limit` of them), for the queue_depth gauge. */
+  async depths(limit = 200): Promise<(QueueStats & { queue: string })[]> {
+    const owned = (await this.knownQueues()).filter((q) => this.ownerOf(q) === this.opts.nodeId);
+    return Promise.all(owned.slice(0, limit).map(async (q) => ({ queue: q, ...(await this.stats(q)) })));
+  }
+
+  /** Pops parked here now, for GET /status. */
+  parkedCount(): number {
+    let n = 0;
+    for (const list of this.parked.values()) n += list.length;
+    return n;
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private async register(queue: string): Promise<void> {
+    if (this.registered.has(queue)) return;
+    // Before the push: a queue whose messages exist is always in the registry, so the monitor can
+    // never miss its expired deliveries. A push that then fails leaves a harmless empty entry.
+    try {
+      await this.opts.redis.sadd(QUEUE_REGISTRY_KEY, queue);
+    } catch (e) {
+      throw new DssError('unavailable', `Redis unavailable: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    this.registered.add(queue);
+  }
+
+  private async popNow(queue: string, req: PopRequest): Promise<PoppedMessage[]> {
+    const res = await this.opts.store.pop(queue, {
+      max: req.max,
+      visibilityMs: req.visibilityMs ?? this.opts.ackTimeoutMs,
+      nowMs: this.now(),
+      maxDeliveries: this.opts.maxDeliveries,
+    });
+    if (res.deadLettered > 0) this.opts.metrics.messages('dead', res.deadLettered);
+    if (res.messages.length > 0) this.opts.metrics.messages('pop', res.messages.length);
+    return res.messages;
+  }
+
+  /** Serve parked pops of `queue` in arrival order while Redis has messages for them. */
+  private wake(queue: string): void {
+    if (!this.parked.get(queue)?.length || this.draining.has(queue)) return;
+    this.draining.add(queue);
+    void this.drain(queue).finally(() => this.draining.delete(queue));
+  }
+
+  private async drain(queue: string): Promise<void> {
+    for (;;) {
+      const list = this.parked.get(queue);
+      const first = list?.[0];
+      if (!list || !first) {
+        this.parked.delete(queue);
+        return;
+      }
+      let got: PoppedMessage[];
+      try {
+        got = await this.popNow(queue, first.req);
+      } catch (e) {
+        // Redis trouble: every parked pop of this queue learns it now rather than at its timeout.
+        for (const p of list.splice(0)) this.fail(p, e instanceof Error ? e : new Error(String(e)));
+        this.parked.delete(queue);
+        return;
+      }
+      if (got.length === 0) return;
+      // The waiter may have timed out during the pop: then these deliveries go to the next one, or,
+      // with nobody left, back to ready at once instead of waiting out their visibility.
+      const taker = list[0];
+      if (taker) {
+        this.unpark(taker, got);
+      } else {
+        await this.returnUnclaimed(queue, got);
+        return;
+      }
+    }
+  }
+
+  private async returnUnclaimed(queue: string, msgs: PoppedMessage[]): Promise<void> {
+    for (const m of msgs) {
+      try {
+        await this.opts.store.nack(queue, m.id, 0);
+      } catch (err) {
+        // Still pending: the monitor redelivers it after its visibility timeout.
+        this.opts.logger.warn({ err, queue, id: m.id }, 'could not return an unclaimed delivery');
+      }
+    }
+  }
+
+  private unpark(p: ParkedPop, msgs: PoppedMessage[]): void {
+    clearTimeout(p.timer);
+    this.removeParked(p);
+    p.resolve(msgs);
+  }
+
+  private fail(p: ParkedPop, e: Error): void {
+    clearTimeout(p.timer);
+    p.reject(e);
+  }
+
+  private removeParked(p: ParkedPop): void {
+    for (const [q, list] of this.parked) {
+      const i = list.indexOf(p);
+      if (i >= 0) {
+        list.splice(i, 1);
+        if (list.length === 0 && !this.draining.has(q)) this.parked.delete(q);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Redelivers expired deliveries of the queues this node owns. Two nodes that briefly both think
+   * they own a queue both run it; each step is one atomic script, so a message moves once.
+   */
+  private async runMonitor(): Promise<void> {
+    if (this.monitorRunning || this.stopped) return;
+    this.monitorRunning = true;
+    try {
+      const queues = await this.knownQueues(Number.MAX_SAFE_INTEGER);
+      for (const q of queues) {
+        if (this.stopped) return;
+        if (this.ownerOf(q) !== this.opts.nodeId) continue;
+        for (;;) {
+          const r = await this.opts.store.redeliverExpired(q, this.now(), this.opts.maxDeliveries);
+          if (r.requeued > 0) {
+            this.opts.metrics.redeliveries(r.requeued);
+            this.wake(q);
+          }
+          if (r.deadLettered > 0) this.opts.metrics.messages('dead', r.deadLettered);
+          if (!r.more) break;
+        }
+      }
+    } catch (err) {
+      this.opts.logger.warn({ err: String(err) }, 'queue redelivery monitor: Redis unavailable; retrying');
+    } finally {
+      this.monitorRunning = false;
+    }
+  }
+}
