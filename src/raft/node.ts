@@ -329,7 +329,11 @@ export class RaftNode {
       await storage.saveSnapshot(rd.snapshot, true);
       this.persistedIndex = rd.snapshot.meta.index;
     }
-    if (rd.hardState || rd.entries.length > 0) await storage.save(rd.hardState, rd.entries, rd.mustSync);
+    // A hard state whose only change is the commit index is not worth a write of its own: commit is
+    // volatile in Raft (a restarted node relearns it from the leader), and the next entries carry it.
+    if (rd.entries.length > 0 || (rd.hardState && rd.mustSync)) {
+      await storage.save(rd.hardState, rd.entries, rd.mustSync);
+    }
     // The stored log now ends with these entries (a follower's may have replaced a suffix).
     const last = rd.entries[rd.entries.length - 1];
     if (last) this.persistedIndex = last.index;

@@ -1,7 +1,7 @@
 // Raft transport over HTTP/JSON (SPEC 4.1): one keep-alive undici Pool per peer; each call POSTs a
 // batch `{messages:[...]}` to /raft/<endpoint> with its own deadline, and the receiver's responses
 // come back in the reply body.
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import type { NodeId, RequestMessage, ResponseMessage } from '../raft/types.js';
 import type { PeerAddress, RaftEndpoint, Transport } from './transport.js';
 
@@ -65,15 +65,30 @@ export class HttpTransport implements Transport {
     if (!pool) throw new TransportError(`unknown peer "${to}"`, to);
     const from = msgs[0]?.from;
     if (from === undefined) return [];
-    const res = await pool.request({
-      method: 'POST',
-      path: `/raft/${endpoint}`,
-      headers: this.headers,
-      body: JSON.stringify({ messages: msgs }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    // Always read the body: an unread body keeps the keep-alive connection busy.
-    const text = await res.body.text();
+    // A timer cleared on completion rather than AbortSignal.timeout, whose timer cannot be cleared
+    // and builds a DOMException (with a stack trace) when it fires long after the answer came: on
+    // the hottest path of the cluster that was measurable. undici's own headersTimeout is too
+    // coarse (about a second) for election-scale timeouts.
+    const abort = new AbortController();
+    const timer = setTimeout(
+      () => abort.abort(new TransportError(`${to} timed out on ${endpoint}`, to)),
+      timeoutMs,
+    );
+    let res: Dispatcher.ResponseData;
+    let text: string;
+    try {
+      res = await pool.request({
+        method: 'POST',
+        path: `/raft/${endpoint}`,
+        headers: this.headers,
+        body: JSON.stringify({ messages: msgs }),
+        signal: abort.signal,
+      });
+      // Always read the body: an unread body keeps the keep-alive connection busy.
+      text = await res.body.text();
+    } finally {
+      clearTimeout(timer);
+    }
     if (res.statusCode !== 200) {
       throw new TransportError(
         `${to} answered ${res.statusCode} on ${endpoint}: ${text.slice(0, 200)}`,
