@@ -5,6 +5,7 @@ import { clusterUp } from './cluster-up.js';
 import { runNode } from './node-command.js';
 import { runStatus } from './status-command.js';
 import { lockCommand } from './lock-command.js';
+import { queueCommand } from './queue-command.js';
 
 function integer(name: string, min: number, max: number): (v: string) => number {
   return (v) => {
@@ -82,5 +83,6 @@ program
   });
 
 program.addCommand(lockCommand());
+program.addCommand(queueCommand());
 
 await program.parseAsync(process.argv);

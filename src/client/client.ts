@@ -4,6 +4,7 @@
 // redirects to a node that serves the role.
 import { Agent, request, type Dispatcher } from 'undici';
 import { LockClient } from './lock.js';
+import { QueueClient } from './queue.js';
 import type { HealthReply, NodeStatus, PeerStatusWire } from '../api/schemas/ops.js';
 import { DssConnectionError, DssHttpError, errorCode } from './errors.js';
 
@@ -80,6 +81,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export class DssClient {
   /** Lock manager calls (SPEC 4.3). */
   readonly lock: LockClient;
+  /** Queue calls and a consumer loop (SPEC 5). */
+  readonly queue: QueueClient;
   private readonly urls: string[];
   private readonly token: string | undefined;
   private readonly timeoutMs: number;
@@ -96,6 +99,7 @@ export class DssClient {
     if (opts.urls.length === 0) throw new Error('DssClient needs at least one node URL');
     this.urls = opts.urls.map(normalizeUrl);
     this.lock = new LockClient(this);
+    this.queue = new QueueClient(this);
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.retries = opts.retries ?? 3;

@@ -17,3 +17,16 @@ export {
   type LockMode,
   type LockStatus,
 } from './lock.js';
+export {
+  QueueClient,
+  type AckResult,
+  type ConsumeErrorContext,
+  type ConsumeOptions,
+  type ConsumeStage,
+  type Consumer,
+  type MessageHandler,
+  type NackResult,
+  type PopOptions,
+  type QueueDelivery,
+  type QueueStats,
+} from './queue.js';
