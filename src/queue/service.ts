@@ -106,14 +106,12 @@ export class QueueService {
   /** Up to req.max deliveries; waits up to req.waitMs for the first one. Empty list: nothing came. */
   async pop(queue: string, req: PopRequest): Promise<PoppedMessage[]> {
     const parked = this.parked.get(queue);
-    // Earlier waiters come first: a new pop may not overtake them, so it only takes what is there
-    // when nobody is parked.
-    if (!parked || parked.length === 0) {
+    // Earlier long polls come first: a new one may not overtake them, so it only takes what is there
+    // when nobody is parked. A pop that may not wait always looks (an empty answer must mean empty).
+    if (req.waitMs === 0 || !parked || parked.length === 0) {
       const got = await this.popNow(queue, req);
-      if (got.length > 0 || req.waitMs === 0) return got;
+      if (got.length > 0 || req.waitMs === 0 || this.stopped) return got;
     }
-    if (req.waitMs === 0) return [];
-    if (this.stopped) return [];
     return new Promise<PoppedMessage[]>((resolve, reject) => {
       const p: ParkedPop = {
         req,
@@ -226,15 +224,20 @@ export class QueueService {
       // The waiter may have timed out during the pop: then these deliveries go to the next one, or,
       // with nobody left, back to ready at once instead of waiting out their visibility.
       const taker = list[0];
-      if (taker) {
-        this.unpark(taker, got);
-      } else {
+      if (!taker) {
         await this.returnUnclaimed(queue, got);
         return;
       }
+      // The next in line may want fewer than the one the pop was made for.
+      this.unpark(taker, got.slice(0, taker.req.max));
+      if (got.length > taker.req.max) await this.returnUnclaimed(queue, got.slice(taker.req.max));
     }
   }
 
+  /**
+   * Rare (a long poll timed out while its pop was in flight). The pop already counted a delivery,
+   * which nack does not undo: such a message may reach QUEUE_MAX_DELIVERIES one delivery early.
+   */
   private async returnUnclaimed(queue: string, msgs: PoppedMessage[]): Promise<void> {
     for (const m of msgs) {
       try {
