@@ -10,6 +10,8 @@ import type { NackOutcome, PoppedMessage, QueueStats, QueueStore, RedisClient } 
 /** Every queue ever pushed to; the monitor's work list. A plain key: SADD/SSCAN work on Redis Cluster. */
 export const QUEUE_REGISTRY_KEY = 'dss:queues';
 
+const REGISTER_EVERY_MS = 5_000;
+
 export interface QueueMetricsSink {
   messages(op: 'push' | 'pop' | 'ack' | 'nack' | 'dead', n: number): void;
   redeliveries(n: number): void;
@@ -53,8 +55,12 @@ interface ParkedPop {
 export class QueueService {
   private readonly opts: QueueServiceOptions;
   private readonly now: () => number;
-  /** Queues known to be in the registry, so a push costs one SADD per queue per process, not per push. */
-  private readonly registered = new Set<string>();
+  /**
+   * When each queue was last added to the registry: a push costs one SADD per queue every few
+   * seconds, not one per push. Not forever: a Redis that lost data (no AOF, a failover to a lagging
+   * replica) must get the queue back, or the monitor would never redeliver its messages again.
+   */
+  private readonly registered = new Map<string, number>();
   /** Parked pops per queue, oldest first (FIFO among consumers). */
   private readonly parked = new Map<string, ParkedPop[]>();
   /** Queues whose parked pops are being served: one drain per queue at a time keeps FIFO. */
@@ -173,7 +179,8 @@ export class QueueService {
   // ---------------------------------------------------------------- internals
 
   private async register(queue: string): Promise<void> {
-    if (this.registered.has(queue)) return;
+    const at = this.registered.get(queue);
+    if (at !== undefined && this.now() - at < REGISTER_EVERY_MS) return;
     // Before the push: a queue whose messages exist is always in the registry, so the monitor can
     // never miss its expired deliveries. A push that then fails leaves a harmless empty entry.
     try {
@@ -181,7 +188,7 @@ export class QueueService {
     } catch (e) {
       throw new DssError('unavailable', `Redis unavailable: ${e instanceof Error ? e.message : String(e)}`);
     }
-    this.registered.add(queue);
+    this.registered.set(queue, this.now());
   }
 
   private async popNow(queue: string, req: PopRequest): Promise<PoppedMessage[]> {
