@@ -1,4 +1,4 @@
-// Benchmark runner: `npm run bench [-- raft-failover raft-throughput lock lock-memory ...]`. Prints results and
+// Benchmark runner: `npm run bench [-- raft-failover raft-throughput lock lock-memory queue ...]`. Prints results and
 // rewrites this run's sections of docs/BENCHMARKS.md (machine and command included).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -164,6 +164,23 @@ const suites: Record<string, () => Promise<void>> = {
         `. RSS is each node's \`process_resident_memory_bytes\`; a Raft dir is the ` +
         `total size of the files in the node's DATA_DIR (WAL segments and snapshots).\n\n${table}\n\n` +
         memoryNotes(r),
+    );
+  },
+  queue: async () => {
+    // Loaded here, so that the other suites do not load BullMQ.
+    const { queueComparison, queueMarkdown, queueSection, queueTargets } = await import('./queue.js');
+    const seconds = Number(process.env.BENCH_QUEUE_SECONDS ?? process.env.BENCH_SECONDS ?? 10);
+    const rev = revision();
+    const rows = await queueComparison(seconds);
+    console.log(`${queueMarkdown(rows)}\n\n${queueTargets(rows)}`);
+    writeSection(
+      'queue',
+      queueSection(rows, {
+        date: new Date().toISOString().slice(0, 10),
+        machine: machine(),
+        seconds,
+        revision: rev,
+      }),
     );
   },
 };
