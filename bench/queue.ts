@@ -41,7 +41,14 @@ const REQUEST_TIMEOUT_MS = 15_000;
 /** Extra node(1) flags for the DSS nodes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (profiling). */
 const NODE_ARGS = (process.env.BENCH_QUEUE_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
-const DSS = 'DSS (3 nodes)';
+/**
+ * BENCH_QUEUE_ROUTING=any sends requests through any node (which relays to the owner) instead of
+ * straight to the owner as a client that knows the ring does (the SDK computes the owner the same way).
+ */
+const ROUTE_TO_OWNER = process.env.BENCH_QUEUE_ROUTING !== 'any';
+const DSS = ROUTE_TO_OWNER
+  ? 'DSS (3 nodes, clients to the owner)'
+  : 'DSS (3 nodes, clients through any node)';
 const RAW = 'LPUSH / BLMOVE / LREM (ceiling)';
 
 /** Facts of the last run, for the report: the redis-server version, and queues whose owner as the
@@ -401,17 +408,16 @@ class DssQueueSystem implements QueueSystem {
   }
 
   open(sc: Scenario): Promise<Session> {
-    const pools = this.pools;
     const session: Session = {
       push: async (p, queue, msgs) => {
         const body =
           msgs.length === 1 && sc.batch === 1 ? { queue, message: msgs[0] } : { queue, messages: msgs };
-        const r = await this.post(pools[p % pools.length]!, '/queue/push', body);
+        const r = await this.post(this.poolFor(queue, p), '/queue/push', body);
         if (r.status !== 201) throw new Error(DssQueueSystem.failure('push', r));
       },
       consume: async (ctx) => {
         await Promise.all(
-          Array.from({ length: CONSUMERS }, (_, c) => this.consumer(c, pools[(c + 1) % pools.length]!, ctx)),
+          Array.from({ length: CONSUMERS }, (_, c) => this.consumer(c, (q) => this.poolFor(q, c + 1), ctx)),
         );
       },
       close: () => Promise.resolve(),
@@ -423,7 +429,14 @@ class DssQueueSystem implements QueueSystem {
    * Pops from its queues in turn (wait_ms 0, so an empty queue costs one round trip), long-polling
    * once a whole round found nothing; a consumer of one queue always long-polls. Acks what it got.
    */
-  private async consumer(c: number, pool: Pool, ctx: RunContext): Promise<void> {
+  /** The owner's pool, or (BENCH_QUEUE_ROUTING=any) the client's own node, which relays. */
+  private poolFor(queue: string, client: number): Pool {
+    if (!ROUTE_TO_OWNER) return this.pools[client % this.pools.length]!;
+    const owner = this.ring.owner(queue);
+    return this.pools[this.cluster.nodes.findIndex((x) => x.id === owner)]!;
+  }
+
+  private async consumer(c: number, poolOf: (queue: string) => Pool, ctx: RunContext): Promise<void> {
     const mine = ctx.queuesOf(c);
     let k = 0;
     let empty = 0;
@@ -436,6 +449,7 @@ class DssQueueSystem implements QueueSystem {
           ? { queue, consumer_id: `c${c}`, wait_ms: wait }
           : { queue, consumer_id: `c${c}`, max: ctx.batch, wait_ms: wait };
       try {
+        const pool = poolOf(queue);
         const r = await this.post(pool, '/queue/pop', body);
         if (r.status === 204) {
           empty++;
@@ -1134,9 +1148,13 @@ export function queueSection(
     `Each system has its own fresh \`redis-server\` (${redisVersionSeen ? `Redis ${redisVersionSeen}, ` : ''}\`--save "" ` +
     `--appendonly no\`: no persistence, for all three alike), flushed between rows.\n\n` +
     `- **${DSS}**: 3 queue-only node processes (TestCluster, peers direct, LOG_LEVEL=warn, defaults ` +
-    `otherwise: ack timeout 30 s, 10 deliveries); producer i talks to node i mod 3 and consumer i to ` +
-    `node (i + 1) mod 3 through an undici Pool per node (keep-alive), so about two requests in three ` +
-    `reach a node that relays them to the queue's owner. Unbatched: \`POST /queue/push {queue, ` +
+    `otherwise: ack timeout 30 s, 10 deliveries), an undici Pool per node (keep-alive). ` +
+    (ROUTE_TO_OWNER
+      ? `Clients send each request straight to the queue's owner, computed from the hash ring as the ` +
+        `nodes (and the SDK) compute it, so nothing is relayed. `
+      : `Producer i talks to node i mod 3 and consumer i to node (i + 1) mod 3, so about two requests ` +
+        `in three reach a node that relays them to the queue's owner. `) +
+    `Unbatched: \`POST /queue/push {queue, ` +
     `message}\`, \`/queue/pop {queue, wait_ms: ${DSS_WAIT_MS}}\`, \`/queue/ack {queue, id}\`; batched: ` +
     `\`messages\`, \`max: ${BATCH}\`, \`ids\`. Each is one Lua script on Redis.\n` +
     `- **BullMQ**: each producer its own \`Queue\` (\`add\`, batched \`addBulk\` of ${BATCH}); ` +

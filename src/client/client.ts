@@ -33,6 +33,8 @@ export interface DssClientOptions {
 export interface RequestOptions {
   /** Talk to this node only (no failover to others). */
   url?: string;
+  /** Try this node first, then fail over through the configured ones as usual. */
+  prefer?: string;
   query?: Record<string, string | number | boolean | undefined>;
   timeoutMs?: number;
   retries?: number;
@@ -126,7 +128,11 @@ export class DssClient {
     opts: RequestOptions = {},
   ): Promise<DssResponse<T>> {
     const retries = opts.retries ?? this.retries;
-    const candidates = opts.url ? [normalizeUrl(opts.url)] : this.rotation();
+    const candidates = opts.url
+      ? [normalizeUrl(opts.url)]
+      : opts.prefer
+        ? preferFirst(normalizeUrl(opts.prefer), this.rotation())
+        : this.rotation();
     const tried = new Set<string>();
     let index = 0;
     let lastError: unknown;
@@ -306,4 +312,8 @@ function isTimeout(e: unknown): boolean {
   if (e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError')) return true;
   const code = errorCode(e);
   return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'ABORT_ERR';
+}
+
+function preferFirst(url: string, rotation: string[]): string[] {
+  return [url, ...rotation.filter((u) => u !== url)];
 }

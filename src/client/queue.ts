@@ -22,6 +22,7 @@
 // - stats: a GET, always safe.
 import type { Json } from '../raft/types.js';
 import type { AckReply, DeliveryWire, NackReply, PopReply, StatsReply } from '../api/schemas/queue.js';
+import { DEFAULT_VNODES, HashRing } from '../queue/ring.js';
 import type { DssClient, RequestOptions } from './client.js';
 import { DssHttpError } from './errors.js';
 
@@ -92,11 +93,49 @@ export interface Consumer {
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 export class QueueClient {
+  /** The cluster's queue ring, learned from GET /status once (null: not known, asked again later). */
+  private ring: Promise<{ ring: HashRing; urls: Map<string, string> } | null> | null = null;
+  private ringRetryAt = 0;
+
   constructor(private readonly client: DssClient) {}
 
+  /**
+   * Request options that send a queue's calls to its owner first, as the nodes compute it: any node
+   * would relay there anyway, so this saves a hop. The usual failover follows if the owner fails.
+   */
+  private async routed(queue: string, req: RequestOptions): Promise<RequestOptions> {
+    if (req.url !== undefined || req.prefer !== undefined) return req;
+    if (this.ring === null && Date.now() >= this.ringRetryAt) this.ring = this.learnRing();
+    const known = this.ring ? await this.ring : null;
+    const url = known?.urls.get(known.ring.owner(queue));
+    return url === undefined ? req : { ...req, prefer: url };
+  }
+
+  private async learnRing(): Promise<{ ring: HashRing; urls: Map<string, string> } | null> {
+    try {
+      const st = await this.client.status(undefined, { retries: 1, timeoutMs: 2000 });
+      const queueNodes = st.peers.filter((p) => p.roles.includes('queue'));
+      if (queueNodes.length === 0) throw new Error('no queue nodes');
+      const section = st.queue as { vnodes?: unknown } | undefined;
+      const vnodes = typeof section?.vnodes === 'number' ? section.vnodes : DEFAULT_VNODES;
+      return {
+        ring: new HashRing(
+          queueNodes.map((p) => p.id),
+          vnodes,
+        ),
+        urls: new Map(queueNodes.map((p) => [p.id, p.url])),
+      };
+    } catch {
+      // Routing is an optimization: go through any node, and ask again in a while.
+      this.ring = null;
+      this.ringRetryAt = Date.now() + 10_000;
+      return null;
+    }
+  }
+
   /** Stores one message (any JSON); resolves once Redis accepted it. */
-  push(queue: string, message: Json, req: RequestOptions = {}): Promise<{ queue: string; id: string }> {
-    return this.client.request('POST', '/queue/push', { queue, message }, req);
+  async push(queue: string, message: Json, req: RequestOptions = {}): Promise<{ queue: string; id: string }> {
+    return this.client.request('POST', '/queue/push', { queue, message }, await this.routed(queue, req));
   }
 
   /** Stores a batch atomically (all or nothing), ids in the order of `messages`. */
@@ -106,7 +145,7 @@ export class QueueClient {
     req: RequestOptions = {},
   ): Promise<{ queue: string; ids: string[] }> {
     if (messages.length === 0) return { queue, ids: [] };
-    return this.client.request('POST', '/queue/push', { queue, messages }, req);
+    return this.client.request('POST', '/queue/push', { queue, messages }, await this.routed(queue, req));
   }
 
   /**
@@ -130,7 +169,7 @@ export class QueueClient {
         ...(opts.visibilityMs !== undefined ? { visibility_ms: opts.visibilityMs } : {}),
       },
       // A long poll legitimately takes up to waitMs before answering.
-      { ...req, timeoutMs: (req.timeoutMs ?? DEFAULT_TIMEOUT_MS) + waitMs },
+      { ...(await this.routed(queue, req)), timeoutMs: (req.timeoutMs ?? DEFAULT_TIMEOUT_MS) + waitMs },
     );
     if (res.status === 204 || res.body === undefined) return null;
     const list = deliveriesOf(res.body);
@@ -140,7 +179,12 @@ export class QueueClient {
   /** Acks one delivered message; 404 unknown_message (not pending: unknown, acked, or redelivered) throws. */
   async ack(queue: string, id: string, req: RequestOptions = {}): Promise<{ acked: number }> {
     try {
-      return await this.client.request<AckResult>('POST', '/queue/ack', { queue, id }, req);
+      return await this.client.request<AckResult>(
+        'POST',
+        '/queue/ack',
+        { queue, id },
+        await this.routed(queue, req),
+      );
     } catch (e) {
       if (e instanceof DssHttpError && e.code === 'unknown_message' && e.afterUnknownOutcome)
         return { acked: 1 };
@@ -151,20 +195,33 @@ export class QueueClient {
   /** Acks many; ids that are not pending are skipped, and `acked` counts the others. */
   async ackBatch(queue: string, ids: string[], req: RequestOptions = {}): Promise<{ acked: number }> {
     if (ids.length === 0) return { acked: 0 };
-    return this.client.request<AckResult>('POST', '/queue/ack', { queue, ids }, req);
+    return this.client.request<AckResult>(
+      'POST',
+      '/queue/ack',
+      { queue, ids },
+      await this.routed(queue, req),
+    );
   }
 
   /**
    * Gives a delivered message back: ready again at once (at the head of the queue), or dead-lettered
    * when it has used up its deliveries. 404 unknown_message when it is not pending.
    */
-  nack(queue: string, id: string, req: RequestOptions = {}): Promise<NackResult> {
-    return this.client.request<NackResult>('POST', '/queue/nack', { queue, id }, req);
+  async nack(queue: string, id: string, req: RequestOptions = {}): Promise<NackResult> {
+    return this.client.request<NackResult>(
+      'POST',
+      '/queue/nack',
+      { queue, id },
+      await this.routed(queue, req),
+    );
   }
 
   /** Ready, pending and dead counts, and the queue's owner on the hash ring. */
-  stats(queue: string, req: RequestOptions = {}): Promise<QueueStats> {
-    return this.client.request<QueueStats>('GET', '/queue/stats', undefined, { ...req, query: { queue } });
+  async stats(queue: string, req: RequestOptions = {}): Promise<QueueStats> {
+    return this.client.request<QueueStats>('GET', '/queue/stats', undefined, {
+      ...(await this.routed(queue, req)),
+      query: { queue },
+    });
   }
 
   /**

@@ -56,7 +56,7 @@ export class QueueRouter {
     timeoutMs: number,
   ): Promise<{ local: T } | { relayed: Relayed }> {
     const self = this.opts.nodeId;
-    for (const id of this.opts.ring.preferenceList(queue)) {
+    for (const id of this.opts.ring.clockwise(queue)) {
       if (id === self) return { local: await local() };
       if (!this.opts.isUp(id)) continue;
       const url = this.opts.urls.get(id);

@@ -11,6 +11,8 @@ import type { NackOutcome, PoppedMessage, QueueStats, QueueStore, RedisClient } 
 export const QUEUE_REGISTRY_KEY = 'dss:queues';
 
 const REGISTER_EVERY_MS = 5_000;
+/** Most messages one pop script takes for parked pops (the API's own batch limit). */
+const MAX_POP_BATCH = 1000;
 
 export interface QueueMetricsSink {
   messages(op: 'push' | 'pop' | 'ack' | 'nack' | 'dead', n: number): void;
@@ -218,9 +220,21 @@ export class QueueService {
         this.parked.delete(queue);
         return;
       }
+      // One pop for the parked pops at the head that share a visibility: one Redis round trip
+      // serves many waiting consumers, who then get their shares in arrival order.
+      const vis = first.req.visibilityMs;
+      let want = 0;
+      for (const p of list) {
+        if (p.req.visibilityMs !== vis || want + p.req.max > MAX_POP_BATCH) break;
+        want += p.req.max;
+      }
       let got: PoppedMessage[];
       try {
-        got = await this.popNow(queue, first.req);
+        got = await this.popNow(queue, {
+          max: Math.max(1, want),
+          waitMs: 0,
+          ...(vis !== undefined ? { visibilityMs: vis } : {}),
+        });
       } catch (e) {
         // Redis trouble: every parked pop of this queue learns it now rather than at its timeout.
         for (const p of list.splice(0)) this.fail(p, e instanceof Error ? e : new Error(String(e)));
@@ -228,16 +242,21 @@ export class QueueService {
         return;
       }
       if (got.length === 0) return;
-      // The waiter may have timed out during the pop: then these deliveries go to the next one, or,
-      // with nobody left, back to ready at once instead of waiting out their visibility.
-      const taker = list[0];
-      if (!taker) {
-        await this.returnUnclaimed(queue, got);
+      // Waiters may have timed out during the pop: what nobody takes goes back to ready at once
+      // instead of waiting out its visibility.
+      let given = 0;
+      while (given < got.length) {
+        const taker = list[0];
+        if (!taker || taker.req.visibilityMs !== vis) break;
+        const share = got.slice(given, given + taker.req.max);
+        given += share.length;
+        this.unpark(taker, share);
+      }
+      if (given < got.length) {
+        await this.returnUnclaimed(queue, got.slice(given));
         return;
       }
-      // The next in line may want fewer than the one the pop was made for.
-      this.unpark(taker, got.slice(0, taker.req.max));
-      if (got.length > taker.req.max) await this.returnUnclaimed(queue, got.slice(taker.req.max));
+      if (got.length < want) return; // Redis ran dry: the rest keep waiting
     }
   }
 
