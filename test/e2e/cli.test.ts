@@ -147,8 +147,8 @@ describe('dss cluster up / status', () => {
         '--data-dir',
         join(tmp, 'cluster'),
       ],
-      // An explicit Redis: the test needs no redis-server (nothing talks to Redis yet).
-      { REDIS_URL: 'redis://127.0.0.1:1', LOG_LEVEL: 'warn' },
+      // No REDIS_URL: cluster up starts (and must stop) its own redis-server, as for a user.
+      { LOG_LEVEL: 'warn' },
     );
     const deadline = Date.now() + 20_000;
     while (!run.stdout().includes('Press Ctrl-C')) {
@@ -160,6 +160,12 @@ describe('dss cluster up / status', () => {
     assert.match(run.stdout(), new RegExp(`Dashboard: http://127\\.0\\.0\\.1:${port}/`));
 
     await waitForHttp(`http://127.0.0.1:${port}/ready`, (s) => s === 200, 10_000);
+    const pushed = await fetch(`http://127.0.0.1:${port}/queue/push`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ queue: 'up-q', message: 'hello' }),
+    });
+    assert.equal(pushed.status, 201, 'the queue works on the Redis that cluster up started');
     const status = dss(['status', '--url', `http://127.0.0.1:${port}`], {});
     assert.equal((await status.exit).code, 0, status.stderr());
     assert.match(status.stdout(), /^ID\s+ROLES\s+STATE\s+TERM\s+LEADER\s+COMMIT\s+REACHABLE/);
