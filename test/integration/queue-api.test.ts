@@ -190,3 +190,45 @@ describe('queue API (real processes, private Redis)', () => {
     for (const n of c.nodes) assert.ok(n.proc && n.proc.exitCode === null, `${n.id} is still running`);
   });
 });
+
+describe('queue relaying with CLUSTER_SECRET (real processes)', () => {
+  let redis: RedisServer;
+  let c: TestCluster;
+
+  before(async () => {
+    redis = await RedisServer.start();
+    c = await TestCluster.start({
+      nodes: 3,
+      roles: 'queue',
+      env: { REDIS_URL: redis.url, CLUSTER_SECRET: 'queue-s3cret' },
+    });
+    await waitFor('every node sees its peers', async () => {
+      for (const n of c.nodes) {
+        const st = (await call(n.url, 'GET', '/status')).body as { peers: { reachable: boolean }[] };
+        if (!st.peers.every((p) => p.reachable)) return false;
+      }
+      return true;
+    });
+  });
+
+  after(async () => {
+    await c?.stop();
+    await redis?.stop();
+  });
+
+  it('relays carry the secret; an internal call without it gets 401 and changes nothing', async () => {
+    const urls = c.nodes.map((n) => n.url);
+    const owner = ((await call(urls[0]!, 'GET', '/queue/stats?queue=sec-q')).body as { owner: string }).owner;
+    const other = c.nodes.find((n) => n.id !== owner)!;
+    const relayed = await call(other.url, 'POST', '/queue/push', { queue: 'sec-q', message: 1 });
+    assert.equal(relayed.status, 201);
+    assert.equal(relayed.node, owner);
+    for (const u of urls) {
+      const r = await call(u, 'POST', '/queue/internal_push', { queue: 'sec-q', message: 2 });
+      assert.equal(r.status, 401);
+      assert.equal((r.body as { error: { code: string } }).error.code, 'unauthorized');
+    }
+    const st = (await call(urls[1]!, 'GET', '/queue/stats?queue=sec-q')).body as { ready: number };
+    assert.equal(st.ready, 1);
+  });
+});

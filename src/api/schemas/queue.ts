@@ -22,9 +22,12 @@ export const PushBody = Type.Object(
   { description: 'exactly one of message or messages' },
 );
 
-export const PushOne = Type.Object({ queue: Type.String(), id: Type.String() });
-export const PushMany = Type.Object({ queue: Type.String(), ids: Type.Array(Type.String()) });
-export const PushResponse = Type.Union([PushOne, PushMany]);
+// One object with optional fields rather than a union of the two shapes: fast-json-stringify picks
+// a union branch by validating the payload against each one, on every response.
+export const PushResponse = Type.Object(
+  { queue: Type.String(), id: Type.Optional(Type.String()), ids: Type.Optional(Type.Array(Type.String())) },
+  { description: '{queue, id} for a message, {queue, ids} for a batch' },
+);
 
 export const PopBody = Type.Object({
   queue: Identifier,
@@ -48,14 +51,16 @@ export const Delivery = Type.Object({
   delivery_count: Type.Integer({ minimum: 1 }),
 });
 
-export const PopOne = Type.Object({
-  queue: Type.String(),
-  id: Type.String(),
-  message: JsonValue,
-  delivery_count: Type.Integer({ minimum: 1 }),
-});
-export const PopMany = Type.Object({ queue: Type.String(), messages: Type.Array(Delivery) });
-export const PopResponse = Type.Union([PopOne, PopMany]);
+export const PopResponse = Type.Object(
+  {
+    queue: Type.String(),
+    id: Type.Optional(Type.String()),
+    message: Type.Optional(JsonValue),
+    delivery_count: Type.Optional(Type.Integer({ minimum: 1 })),
+    messages: Type.Optional(Type.Array(Delivery)),
+  },
+  { description: '{queue, id, message, delivery_count} for max 1, {queue, messages} for max > 1' },
+);
 
 export const AckBody = Type.Object(
   {
@@ -86,10 +91,21 @@ export const StatsResponse = Type.Object({
 });
 
 export type PushBodyWire = Static<typeof PushBody>;
-export type PushReply = Static<typeof PushResponse>;
+/** The two shapes a push answers with (the SDK's view of PushResponse). */
+export const PushOne = Type.Object({ queue: Type.String(), id: Type.String() });
+export const PushMany = Type.Object({ queue: Type.String(), ids: Type.Array(Type.String()) });
+export type PushReply = Static<typeof PushOne> | Static<typeof PushMany>;
 export type PopBodyWire = Static<typeof PopBody>;
 export type DeliveryWire = Static<typeof Delivery>;
-export type PopReply = Static<typeof PopResponse>;
+/** The two shapes a pop answers with (the SDK's view of PopResponse). */
+export const PopOne = Type.Object({
+  queue: Type.String(),
+  id: Type.String(),
+  message: JsonValue,
+  delivery_count: Type.Integer({ minimum: 1 }),
+});
+export const PopMany = Type.Object({ queue: Type.String(), messages: Type.Array(Delivery) });
+export type PopReply = Static<typeof PopOne> | Static<typeof PopMany>;
 export type AckBodyWire = Static<typeof AckBody>;
 export type AckReply = Static<typeof AckResponse>;
 export type NackReply = Static<typeof NackResponse>;
