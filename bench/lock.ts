@@ -4,7 +4,7 @@
 // pairs, to show that snapshots and log compaction keep both flat. Run through `npm run bench`.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -14,6 +14,7 @@ import { TestCluster } from '../test/helpers/cluster.js';
 import { freePort } from '../test/helpers/proxy.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { fmt, summarize } from './stats.js';
+import { cpuBetween, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
 
 const ELECTION_MIN_MS = 1000;
 const ELECTION_MAX_MS = 2000;
@@ -557,94 +558,7 @@ class RedisSystem implements LockSystem {
   }
 }
 
-// ------------------------------------------------------------------ CPU accounting
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** utime + stime of a process, in clock ticks (NaN once it is gone). */
-function cpuTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return NaN;
-  }
-}
-
-/** Idle and total jiffies of the whole machine, from /proc/stat. */
-function machineTicks(): { idle: number; total: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-  const v = line.trim().split(/\s+/).slice(1).map(Number);
-  const idle = (v[3] ?? 0) + (v[4] ?? 0);
-  return { idle, total: v.reduce((a, b) => a + b, 0) };
-}
-
-interface CpuSample {
-  at: number;
-  procs: { label: string; pid: number; ticks: number }[];
-  machine: { idle: number; total: number };
-}
-
-function sampleCpu(procs: { label: string; pid: number }[]): CpuSample {
-  return {
-    at: performance.now(),
-    procs: procs.map((p) => ({ ...p, ticks: cpuTicks(p.pid) })),
-    machine: machineTicks(),
-  };
-}
-
-/**
- * Percent of one core per process between two samples; "other": everything else that kept the
- * machine busy (other processes on it, and kernel time not charged to a process, such as softirqs
- * of loopback traffic); "idle": the machine's idle percent (of all its cores).
- */
-function cpuBetween(a: CpuSample, b: CpuSample): { label: string; pct: number }[] {
-  const secs = (b.at - a.at) / 1000;
-  const all = a.procs.map((p, i) => ({
-    label: p.label,
-    pct: ((b.procs[i]!.ticks - p.ticks) / CLK_TCK / secs) * 100,
-  }));
-  const total = b.machine.total - a.machine.total;
-  const idle = total > 0 ? (b.machine.idle - a.machine.idle) / total : NaN;
-  const busy = (1 - idle) * cpus().length * 100;
-  const ours = all.reduce((sum, p) => sum + (Number.isFinite(p.pct) ? p.pct : 0), 0);
-  const out = all.filter((p) => p.label !== 'idle system');
-  out.push({ label: 'other', pct: Math.max(0, busy - ours) }, { label: 'idle', pct: idle * 100 });
-  return out;
-}
-
-/**
- * Others share this machine (test runs of concurrent work): before a measurement, wait until
- * processes other than ours used under BENCH_QUIET_PCT (default 25) % of a core over a second,
- * for at most BENCH_QUIET_WAIT_S (default 180) s. Returns the seconds waited.
- */
-async function waitQuiet(ours: { label: string; pid: number }[]): Promise<number> {
-  const limit = Number(process.env.BENCH_QUIET_PCT ?? 25);
-  const maxWait = Number(process.env.BENCH_QUIET_WAIT_S ?? 180) * 1000;
-  const t0 = performance.now();
-  let warned = false;
-  for (;;) {
-    const a = sampleCpu(ours);
-    await delay(1000);
-    const other = cpuBetween(a, sampleCpu(ours)).find((c) => c.label === 'other')?.pct ?? 0;
-    const waited = performance.now() - t0;
-    if (other < limit) return waited / 1000;
-    if (waited > maxWait) {
-      console.log(`  machine still busy (${fmt(other, 0)} % of a core outside the bench); measuring anyway`);
-      return waited / 1000;
-    }
-    if (!warned)
-      console.log(`  waiting for a quiet machine (${fmt(other, 0)} % of a core outside the bench)`);
-    warned = true;
-  }
-}
+// ------------------------------------------------------------------ CPU text
 
 function cpuText(cpu: { label: string; pct: number }[]): string {
   const by = (label: string): string =>

@@ -7,7 +7,6 @@
 // Push→ack latency: every message carries the time it was pushed (for paced producers, its scheduled
 // send time, so a system that makes producers fall behind is charged for the wait); the latency is
 // taken when the ack of that message completes.
-import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -19,6 +18,7 @@ import { TestCluster } from '../test/helpers/cluster.js';
 import { RedisServer } from '../test/helpers/redis.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { fmt, summarize } from './stats.js';
+import { cpuBetween, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
 
 const PRODUCERS = Number(process.env.BENCH_QUEUE_PRODUCERS ?? 32);
 const CONSUMERS = Number(process.env.BENCH_QUEUE_CONSUMERS ?? 32);
@@ -714,82 +714,7 @@ class RawRedisSystem implements QueueSystem {
   }
 }
 
-// ------------------------------------------------------------------ CPU accounting (as bench/lock.ts)
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-function cpuTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return NaN;
-  }
-}
-
-function machineTicks(): { idle: number; total: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-  const v = line.trim().split(/\s+/).slice(1).map(Number);
-  return { idle: (v[3] ?? 0) + (v[4] ?? 0), total: v.reduce((a, b) => a + b, 0) };
-}
-
-interface CpuSample {
-  at: number;
-  procs: (Proc & { ticks: number })[];
-  machine: { idle: number; total: number };
-}
-
-function sampleCpu(procs: Proc[]): CpuSample {
-  return {
-    at: performance.now(),
-    procs: procs.map((p) => ({ ...p, ticks: cpuTicks(p.pid) })),
-    machine: machineTicks(),
-  };
-}
-
-/** % of one core per process; "other": the rest of the machine's busy time; "idle": % of all cores. */
-function cpuBetween(a: CpuSample, b: CpuSample): { label: string; pct: number }[] {
-  const secs = (b.at - a.at) / 1000;
-  const all = a.procs.map((p, i) => ({
-    label: p.label,
-    pct: ((b.procs[i]!.ticks - p.ticks) / CLK_TCK / secs) * 100,
-  }));
-  const total = b.machine.total - a.machine.total;
-  const idle = total > 0 ? (b.machine.idle - a.machine.idle) / total : NaN;
-  const busy = (1 - idle) * cpus().length * 100;
-  const ours = all.reduce((sum, p) => sum + (Number.isFinite(p.pct) ? p.pct : 0), 0);
-  const out = all.filter((p) => p.label !== 'idle system');
-  out.push({ label: 'other', pct: Math.max(0, busy - ours) }, { label: 'idle', pct: idle * 100 });
-  return out;
-}
-
-/** Before a row, wait until the rest of the machine used under BENCH_QUIET_PCT (25) % of a core. */
-async function waitQuiet(ours: Proc[]): Promise<void> {
-  const limit = Number(process.env.BENCH_QUIET_PCT ?? 25);
-  const maxWait = Number(process.env.BENCH_QUIET_WAIT_S ?? 180) * 1000;
-  const t0 = performance.now();
-  let warned = false;
-  for (;;) {
-    const a = sampleCpu(ours);
-    await delay(1000);
-    const other = cpuBetween(a, sampleCpu(ours)).find((c) => c.label === 'other')?.pct ?? 0;
-    if (other < limit) return;
-    if (performance.now() - t0 > maxWait) {
-      console.log(`  machine still busy (${fmt(other, 0)} % of a core outside the bench); measuring anyway`);
-      return;
-    }
-    if (!warned)
-      console.log(`  waiting for a quiet machine (${fmt(other, 0)} % of a core outside the bench)`);
-    warned = true;
-  }
-}
+// ------------------------------------------------------------------ CPU text
 
 function cpuText(cpu: { label: string; pct: number }[]): string {
   const by = (label: string): string =>
