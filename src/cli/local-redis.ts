@@ -63,7 +63,7 @@ export async function startLocalRedis(dataDir: string, opts: { quiet?: boolean }
 }
 
 /** Redis answers PING with +PONG once it has loaded its AOF (-LOADING before). */
-async function waitForPong(port: number, timeoutMs: number): Promise<void> {
+export async function waitForPong(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await ping(port)) return;

@@ -3,10 +3,10 @@
 // tests. Children are always reaped: stop() in an `after` hook, plus an exit-time safety net.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './proxy.js';
+import { waitForPong } from '../../src/cli/local-redis.js';
 
 const live = new Set<ChildProcess>();
 process.on('exit', () => {
@@ -120,32 +120,4 @@ export class RedisServer {
   private remove(): void {
     rmSync(this.dir, { recursive: true, force: true });
   }
-}
-
-/** Redis answers PING with +PONG once it has loaded its AOF (-LOADING before). */
-async function waitForPong(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await ping(port)) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
-}
-
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ port, host: '127.0.0.1' });
-    let buf = '';
-    const done = (ok: boolean): void => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1000, () => done(false));
-    sock.once('error', () => done(false));
-    sock.once('connect', () => sock.write('PING\r\n'));
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString();
-      if (buf.includes('\r\n')) done(buf.startsWith('+PONG'));
-    });
-  });
 }
