@@ -13,6 +13,8 @@ export const QUEUE_REGISTRY_KEY = 'dss:queues';
 const REGISTER_EVERY_MS = 5_000;
 /** Most messages one pop script takes for parked pops (the API's own batch limit). */
 const MAX_POP_BATCH = 1000;
+/** Queues whose expired deliveries the monitor handles at once. */
+const MONITOR_CONCURRENCY = 64;
 
 export interface QueueMetricsSink {
   messages(op: 'push' | 'pop' | 'ack' | 'nack' | 'dead', n: number): void;
@@ -301,23 +303,29 @@ export class QueueService {
    * Redelivers expired deliveries of the queues this node owns. Two nodes that briefly both think
    * they own a queue both run it; each step is one atomic script, so a message moves once.
    */
+  private async redeliver(queue: string): Promise<void> {
+    for (;;) {
+      const r = await this.opts.store.redeliverExpired(queue, this.now(), this.opts.maxDeliveries);
+      if (r.requeued > 0) {
+        this.opts.metrics.redeliveries(r.requeued);
+        this.wake(queue);
+      }
+      if (r.deadLettered > 0) this.opts.metrics.messages('dead', r.deadLettered);
+      if (!r.more) return;
+    }
+  }
+
   private async runMonitor(): Promise<void> {
     if (this.monitorRunning || this.stopped) return;
     this.monitorRunning = true;
     try {
-      const queues = await this.knownQueues(Number.MAX_SAFE_INTEGER);
-      for (const q of queues) {
-        if (this.stopped) return;
-        if (this.ownerOf(q) !== this.opts.nodeId) continue;
-        for (;;) {
-          const r = await this.opts.store.redeliverExpired(q, this.now(), this.opts.maxDeliveries);
-          if (r.requeued > 0) {
-            this.opts.metrics.redeliveries(r.requeued);
-            this.wake(q);
-          }
-          if (r.deadLettered > 0) this.opts.metrics.messages('dead', r.deadLettered);
-          if (!r.more) break;
-        }
+      const owned = (await this.knownQueues(Number.MAX_SAFE_INTEGER)).filter(
+        (q) => this.ownerOf(q) === this.opts.nodeId,
+      );
+      // Many queues at once: their scripts share round trips (auto-pipelining) instead of one
+      // round trip per queue per pass.
+      for (let i = 0; i < owned.length && !this.stopped; i += MONITOR_CONCURRENCY) {
+        await Promise.all(owned.slice(i, i + MONITOR_CONCURRENCY).map((q) => this.redeliver(q)));
       }
     } catch (err) {
       this.opts.logger.warn({ err: String(err) }, 'queue redelivery monitor: Redis unavailable; retrying');
