@@ -14,7 +14,7 @@ import { TestCluster } from '../test/helpers/cluster.js';
 import { freePort } from '../test/helpers/proxy.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { fmt, summarize } from './stats.js';
-import { cpuBetween, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
+import { cpuBetween, measureUndisturbed, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
 
 const ELECTION_MIN_MS = 1000;
 const ELECTION_MAX_MS = 2000;
@@ -710,17 +710,7 @@ export async function lockComparison(seconds: number): Promise<LockRunResult[]> 
     for (const sc of SCENARIOS) {
       for (const sys of systems) {
         const others = systems.filter((x) => x !== sys).flatMap((x) => x.processes());
-        // A row during which the rest of the machine was busy (others share it) is measured again.
-        const limit = 2 * Number(process.env.BENCH_QUIET_PCT ?? 25);
-        let r = await runScenario(sys, sc, seconds, others);
-        for (let attempt = 2; attempt <= 3; attempt++) {
-          const other = r.cpu.find((c) => c.label === 'other')?.pct ?? 0;
-          if (other <= limit) break;
-          console.log(
-            `  ${fmt(other, 0)} % of a core outside the bench during ${sys.label}: measuring again`,
-          );
-          r = await runScenario(sys, sc, seconds, others);
-        }
+        const r = await measureUndisturbed(sys.label, () => runScenario(sys, sc, seconds, others));
         console.log(
           `${sc.label} | ${r.system}: ${fmt(r.perSecond, 0)} pairs/s, p50 ${fmt(r.pairP50, 2)} ms, ` +
             `p99 ${fmt(r.pairP99, 2)} ms, acquire p50 ${fmt(r.acquireP50, 2)} ms, ` +

@@ -18,7 +18,7 @@ import { TestCluster } from '../test/helpers/cluster.js';
 import { RedisServer } from '../test/helpers/redis.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { fmt, summarize } from './stats.js';
-import { cpuBetween, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
+import { cpuBetween, measureUndisturbed, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
 
 const PRODUCERS = Number(process.env.BENCH_QUEUE_PRODUCERS ?? 32);
 const CONSUMERS = Number(process.env.BENCH_QUEUE_CONSUMERS ?? 32);
@@ -915,17 +915,7 @@ export async function queueComparison(seconds: number): Promise<QueueRow[]> {
         const others = systems
           .filter((x) => x !== sys)
           .flatMap((x) => x.processes(['-']).map((p) => ({ ...p, label: 'idle system' })));
-        // A row during which the rest of the machine was busy (others share it) is measured again.
-        const limit = 2 * Number(process.env.BENCH_QUIET_PCT ?? 25);
-        let r = await runRow(sys, sc, seconds, others);
-        for (let attempt = 2; attempt <= 3; attempt++) {
-          const other = r.cpu.find((c) => c.label === 'other')?.pct ?? 0;
-          if (other <= limit) break;
-          console.log(
-            `  ${fmt(other, 0)} % of a core outside the bench during ${sys.label}: measuring again`,
-          );
-          r = await runRow(sys, sc, seconds, others);
-        }
+        const r = await measureUndisturbed(sys.label, () => runRow(sys, sc, seconds, others));
         console.log(
           `${sc.label} | ${r.system}: ${fmt(r.perSecond, 0)} msgs/s acked (${fmt(r.pushedPerSecond, 0)} pushed/s), ` +
             `push→ack p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms, errors ${r.errors}, ` +

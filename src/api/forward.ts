@@ -5,6 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Agent, errors as undiciErrors } from 'undici';
 import type { ClusterMember } from '../config/index.js';
 import { DssError } from '../errors.js';
+import { neverReachedPeer } from '../transport/transport.js';
 import type { RaftApi } from './context.js';
 
 export const FORWARDED_HEADER = 'x-dss-forwarded-by';
@@ -16,9 +17,6 @@ export interface ForwarderOptions {
   clusterSecret: string | null;
   ca?: string | Buffer;
 }
-
-/** Connection failures that prove the request never reached the leader. */
-const NEVER_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
 
 export class LeaderForwarder {
   private readonly agent: Agent;
@@ -85,7 +83,7 @@ export class LeaderForwarder {
       }
       // The leader died or is unreachable: answer at once so the client can retry. Only a refused
       // connection proves the request never reached it; otherwise it may have been executed.
-      const neverSent = NEVER_SENT.has((e as { code?: unknown }).code as string);
+      const neverSent = neverReachedPeer(e);
       throw new DssError('no_leader', `the leader ${st.leaderId} is unreachable; retry shortly`, {
         retryAfter: 1,
         ...(neverSent ? {} : { details: { outcome: 'unknown' } }),

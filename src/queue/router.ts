@@ -5,6 +5,7 @@
 // long polls meet the pushes that wake them and where the redelivery monitor runs.
 import { Agent } from 'undici';
 import { DssError } from '../errors.js';
+import { neverReachedPeer } from '../transport/transport.js';
 import type { HashRing } from './ring.js';
 
 export type QueueOp = 'push' | 'pop' | 'ack' | 'nack' | 'stats';
@@ -27,9 +28,6 @@ export interface Relayed {
   body: string;
   retryAfter: string | undefined;
 }
-
-/** Connection failures that prove the request never reached the peer: trying the next node is safe. */
-const NEVER_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
 
 export class QueueRouter {
   private readonly agent: Agent;
@@ -64,7 +62,7 @@ export class QueueRouter {
       try {
         return { relayed: { node: id, ...(await this.send(url, op, body, timeoutMs)) } };
       } catch (e) {
-        if (NEVER_SENT.has((e as { code?: unknown }).code as string)) continue;
+        if (neverReachedPeer(e)) continue;
         throw new DssError(
           'unavailable',
           `queue node ${id} failed mid-request: ${String(e)}; outcome unknown`,

@@ -50,6 +50,7 @@ export interface PopRequest {
 }
 
 interface ParkedPop {
+  queue: string;
   req: PopRequest;
   resolve: (msgs: PoppedMessage[]) => void;
   reject: (e: Error) => void;
@@ -91,7 +92,8 @@ export class QueueService {
     if (this.monitor) clearInterval(this.monitor);
     if (this.recheck) clearInterval(this.recheck);
     // Parked pops hold nothing yet: answering "empty" is exact, and the client simply polls again.
-    for (const list of this.parked.values()) for (const p of list) this.unpark(p, []);
+    // Copies: unpark removes each pop from the list being walked.
+    for (const list of [...this.parked.values()]) for (const p of [...list]) this.unpark(p, []);
     this.parked.clear();
   }
 
@@ -124,6 +126,7 @@ export class QueueService {
     }
     return new Promise<PoppedMessage[]>((resolve, reject) => {
       const p: ParkedPop = {
+        queue,
         req,
         resolve,
         reject,
@@ -289,14 +292,11 @@ export class QueueService {
   }
 
   private removeParked(p: ParkedPop): void {
-    for (const [q, list] of this.parked) {
-      const i = list.indexOf(p);
-      if (i >= 0) {
-        list.splice(i, 1);
-        if (list.length === 0 && !this.draining.has(q)) this.parked.delete(q);
-        return;
-      }
-    }
+    const list = this.parked.get(p.queue);
+    const i = list?.indexOf(p) ?? -1;
+    if (!list || i < 0) return;
+    list.splice(i, 1);
+    if (list.length === 0 && !this.draining.has(p.queue)) this.parked.delete(p.queue);
   }
 
   /**

@@ -405,7 +405,10 @@ export class RaftNode {
       // Another leader's entry took this index: ours was never committed, so a retry is safe.
       const err = this.notLeader(this.core?.status().leaderId ?? null);
       p.reject(
-        new DssError(err.code, `leadership changed and the command was not committed; ${err.message}`, err),
+        new DssError(err.code, `leadership changed and the command was not committed; ${err.message}`, {
+          ...(err.details !== undefined ? { details: err.details } : {}),
+          ...(err.retryAfter !== undefined ? { retryAfter: err.retryAfter } : {}),
+        }),
       );
     }
   }

@@ -31,6 +31,17 @@ export interface Transport {
   close(): Promise<void>;
 }
 
+/** Connection failures that prove a request never reached the peer: trying elsewhere is safe. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/**
+ * True when an HTTP call to a peer failed before the peer could have seen the request; any other
+ * failure after sending leaves its outcome unknown.
+ */
+export function neverReachedPeer(e: unknown): boolean {
+  return NEVER_SENT.has((e as { code?: unknown } | null)?.code as string);
+}
+
 /** Where each node of the cluster listens. */
 export interface PeerAddress {
   id: NodeId;
