@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'deadlock'
   | 'not_holder'
   | 'unknown_message'
+  | 'stale_member'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'role_not_served'
@@ -35,6 +36,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   deadlock: 409,
   not_holder: 409,
   unknown_message: 404,
+  stale_member: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   role_not_served: 421,

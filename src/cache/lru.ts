@@ -70,6 +70,21 @@ export class Lru<V> {
     return evicted;
   }
 
+  /**
+   * Stores `value` as most recently used without evicting anything, even beyond capacity: for a
+   * caller whose victims must be written back before they leave, which makes room itself first.
+   */
+  insert(key: string, value: V): void {
+    const map = this.#map;
+    map.delete(key);
+    map.set(key, value);
+  }
+
+  /** Keys, least recently used first, lazily (eviction looks at the first few only). */
+  oldestKeys(): IterableIterator<string> {
+    return this.#map.keys();
+  }
+
   /** Replaces an existing key's value in place, keeping its recency (a snoop's state change). */
   update(key: string, value: V): boolean {
     if (!this.#map.has(key)) return false;

@@ -74,3 +74,19 @@ export interface Plan {
   readonly steps: readonly PlanStep[];
   readonly entry: DirEntry;
 }
+
+/** A value as it moves between nodes and memory; absent keys are cached too (a GET is then a 404). */
+export interface Data {
+  readonly present: boolean;
+  readonly value?: Json;
+}
+
+/**
+ * A fencing token: the home's epoch (raised at every start of the home) and its grant counter,
+ * compared lexicographically. Every grant of a line that may write memory gets a larger one.
+ */
+export type Token = readonly [epoch: number, counter: number];
+
+export function tokenLess(a: Token, b: Token): boolean {
+  return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
+}

@@ -143,6 +143,11 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     cache: {
       maxSize: parseNumber('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE'), 1000, { integer: true, min: 1 }),
       writePolicy,
+      leaseMs: parseNumber('CACHE_LEASE_MS', get('CACHE_LEASE_MS'), 2000, {
+        integer: true,
+        min: 20,
+        max: 600_000,
+      }),
     },
     dataDir: get('DATA_DIR')?.trim() ?? `./data/${nodeId}`,
     clusterSecret: get('CLUSTER_SECRET')?.trim() ?? null,

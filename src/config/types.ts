@@ -58,7 +58,12 @@ export interface Config {
   };
   lock: { defaultTtlMs: number };
   queue: { ackTimeoutMs: number; maxDeliveries: number; vnodes: number };
-  cache: { maxSize: number; writePolicy: CacheWritePolicy };
+  cache: {
+    maxSize: number;
+    writePolicy: CacheWritePolicy;
+    /** CACHE_LEASE_MS: coherence lease; bounds how long a write waits for an unreachable sharer. */
+    leaseMs: number;
+  };
   dataDir: string;
   /** Bearer secret for internal routes; null = internal routes are open. */
   clusterSecret: string | null;

@@ -3,6 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { LockMetricsSink } from '../lock/service.js';
 import type { QueueMetricsSink } from '../queue/service.js';
+import type { CacheMetricsSink } from '../cache/service.js';
 import type { RaftStatus } from '../raft/types.js';
 
 /** Buckets from 0.5 ms (a local lock grant) to 30 s (the longest long poll). */
@@ -32,6 +33,10 @@ export interface Metrics {
    * from Redis at scrape time (a failure leaves the gauge empty rather than failing the scrape).
    */
   bindQueue(depths: () => Promise<QueueDepth[]>): QueueMetricsSink;
+  /**
+   * Registers the cache_* metrics; `lines` counts this node's L1 lines by MESI state at scrape time.
+   */
+  bindCache(lines: () => Record<'M' | 'E' | 'S', number>, capacity: number): CacheMetricsSink;
   /** Prometheus exposition text. */
   scrape(): Promise<string>;
   readonly contentType: string;
@@ -138,6 +143,51 @@ export function createMetrics(opts: MetricsOptions): Metrics {
       return {
         messages: (op, n) => messages.inc({ op }, n),
         redeliveries: (n) => redeliveries.inc(n),
+      };
+    },
+    bindCache(lines: () => Record<'M' | 'E' | 'S', number>, capacity: number): CacheMetricsSink {
+      const counter = (name: string, help: string): Counter =>
+        new Counter({ name, help, registers: [registry] });
+      const hits = counter('cache_hits_total', "Reads served from this node's L1 (no message, no Redis)");
+      const misses = counter('cache_misses_total', "Reads that went to the key's home (a peer or memory)");
+      const invalidations = counter(
+        'cache_invalidations_total',
+        'Lines of this node invalidated by their home',
+      );
+      const writebacks = counter('cache_writebacks_total', 'M lines written back to Redis by this node');
+      const revocations = counter(
+        'cache_lease_revocations_total',
+        'Holders this node (as home) gave up on after they did not answer, waiting out their lease',
+      );
+      const messages = new Counter({
+        name: 'cache_coherence_messages_total',
+        help: 'Snoops and invalidations this node sent as home, by kind',
+        labelNames: ['kind'] as const,
+        registers: [registry],
+      });
+      for (const kind of ['snoop_read', 'invalidate']) messages.inc({ kind }, 0);
+      new Gauge({
+        name: 'cache_lines',
+        help: "Lines in this node's L1, by MESI state",
+        labelNames: ['state'] as const,
+        registers: [registry],
+        collect() {
+          const n = lines();
+          for (const state of ['M', 'E', 'S'] as const) this.set({ state }, n[state]);
+        },
+      });
+      new Gauge({
+        name: 'cache_capacity',
+        help: 'CACHE_MAX_SIZE: most lines the L1 holds',
+        registers: [registry],
+      }).set(capacity);
+      return {
+        hit: () => hits.inc(),
+        miss: () => misses.inc(),
+        invalidation: () => invalidations.inc(),
+        writeback: () => writebacks.inc(),
+        message: (kind) => messages.inc({ kind }),
+        revocation: () => revocations.inc(),
       };
     },
     bindRaft(source: () => RaftStatus, fsyncs?: () => number): RaftMetrics {

@@ -26,7 +26,11 @@ import { createRedisClient } from '../queue/redis.js';
 import { HashRing } from '../queue/ring.js';
 import { QueueRouter } from '../queue/router.js';
 import { QueueService } from '../queue/service.js';
-import { QueueStore } from '../queue/store.js';
+import { QueueStore, type RedisClient } from '../queue/store.js';
+import { cacheRoutes } from '../api/routes/cache.js';
+import { HttpCacheLink } from '../cache/link.js';
+import { CacheMemory } from '../cache/memory.js';
+import { CacheService } from '../cache/service.js';
 
 export interface RunningNode {
   readonly config: Config;
@@ -229,20 +233,36 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
     cleanups.push(() => prober.stop());
 
     const statusSections: StatusSections = { ...opts.statusSections };
-    if (config.roles.includes('queue')) {
+    // One Redis connection for the queue and the cache (main memory).
+    let redis: RedisClient | null = null;
+    if (config.roles.includes('queue') || config.roles.includes('cache')) {
+      const client = createRedisClient(config.redis);
+      // Errors are reported per request (503); without a listener ioredis would print each one.
+      client.on('error', (err: Error) => logger.debug({ err: err.message }, 'redis connection error'));
+      cleanups.push(async () => {
+        client.disconnect();
+        await Promise.resolve();
+      });
+      redis = client;
+      readinessChecks.push({
+        name: 'redis',
+        check: async () => {
+          try {
+            await client.ping();
+            return { ok: true };
+          } catch (e) {
+            return { ok: false, reason: `redis: ${e instanceof Error ? e.message : String(e)}` };
+          }
+        },
+      });
+    }
+    if (config.roles.includes('queue') && redis !== null) {
       const queueNodes = config.cluster.filter((m) => m.roles.includes('queue'));
       const ring = new HashRing(
         queueNodes.map((m) => m.id),
         config.queue.vnodes,
       );
       const isUp = (id: string): boolean => id === config.nodeId || prober.isReachable(id);
-      const redis = createRedisClient(config.redis);
-      // Errors are reported per request (503); without a listener ioredis would print each one.
-      redis.on('error', (err: Error) => logger.debug({ err: err.message }, 'redis connection error'));
-      cleanups.push(async () => {
-        redis.disconnect();
-        await Promise.resolve();
-      });
       let service: QueueService | null = null;
       const queueMetrics = metrics.bindQueue(() => service?.depths() ?? Promise.resolve([]));
       service = new QueueService({
@@ -271,23 +291,61 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       });
       cleanups.push(() => router.close());
       plugins.push(queueRoutes({ service: queueService, router, relayMarginMs: 5_000 }));
-      readinessChecks.push({
-        name: 'redis',
-        check: async () => {
-          try {
-            await redis.ping();
-            return { ok: true };
-          } catch (e) {
-            return { ok: false, reason: `redis: ${e instanceof Error ? e.message : String(e)}` };
-          }
-        },
-      });
       statusSections.queue = () => ({
         vnodes: ring.vnodes,
         nodes: ring.nodes(),
         parked_pops: queueService.parkedCount(),
       });
     }
+
+    let cache: CacheService | null = null;
+    if (config.roles.includes('cache') && redis !== null) {
+      const cacheNodes = config.cluster.filter((m) => m.roles.includes('cache'));
+      const link = new HttpCacheLink({
+        urls: new Map(cacheNodes.map((m) => [m.id, m.url])),
+        clusterSecret: config.clusterSecret,
+        ...(tls?.ca ? { ca: tls.ca } : {}),
+      });
+      cleanups.push(() => link.close());
+      let service: CacheService | null = null;
+      const cacheMetrics = metrics.bindCache(
+        () => service?.l1.linesByState() ?? { M: 0, E: 0, S: 0 },
+        config.cache.maxSize,
+      );
+      service = new CacheService({
+        nodeId: config.nodeId,
+        ring: new HashRing(
+          cacheNodes.map((m) => m.id),
+          config.queue.vnodes,
+        ),
+        link,
+        memory: new CacheMemory(redis),
+        capacity: config.cache.maxSize,
+        writePolicy: config.cache.writePolicy,
+        leaseMs: config.cache.leaseMs,
+        metrics: cacheMetrics,
+        logger: logger.child({ component: 'cache' }),
+      });
+      service.start();
+      const cacheService = service;
+      cache = cacheService;
+      // Before the link and Redis close: every M line goes to memory first (SPEC 6).
+      cleanups.push(async () => {
+        const n = await cacheService.stop();
+        logger.info({ written_back: n }, 'cache stopped');
+      });
+      readinessChecks.push({
+        name: 'cache',
+        check: () =>
+          Promise.resolve(
+            cacheService.ready()
+              ? { ok: true }
+              : { ok: false, reason: 'cache home starting (epoch from Redis, then one lease of grace)' },
+          ),
+      });
+      statusSections.cache = () => cacheService.status();
+    }
+    plugins.push(cacheRoutes({ service: cache }));
 
     const app = await buildServer({
       nodeId: config.nodeId,

@@ -1,0 +1,192 @@
+// Cache API (SPEC 6) and the coherence messages between cache nodes (/cache/handle_*). Registered on
+// every node: one without the cache role answers 421 naming the nodes that have it.
+import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { CacheService } from '../../cache/service.js';
+import { DssError } from '../../errors.js';
+import type { ApiContext } from '../context.js';
+import { requireRole, roleNotServed } from '../roles.js';
+import {
+  CacheDeleteResponse,
+  CacheFlushResponse,
+  CacheGetResponse,
+  CacheLinesResponse,
+  CachePutBody,
+  CachePutResponse,
+  HomeGrantResponse,
+  HomeRequestBody,
+  LeaseBody,
+  LeaseResponse,
+  SnoopBody,
+  SnoopResponse,
+} from '../schemas/cache.js';
+import { ErrorResponse, Identifier } from '../schemas/common.js';
+
+export interface CacheRoutesDeps {
+  /** Null on nodes without the cache role. */
+  service: CacheService | null;
+}
+
+/** The key is the rest of the path, so keys may contain '/' (SPEC 3 identifiers). */
+const KeyParams = Type.Object({ '*': Identifier });
+
+export function cacheRoutes(deps: CacheRoutesDeps): FastifyPluginCallbackTypebox<{ ctx: ApiContext }> {
+  return (app, { ctx }, done) => {
+    const onRequest = requireRole(ctx, 'cache');
+    const errors = {
+      400: ErrorResponse,
+      401: ErrorResponse,
+      421: ErrorResponse,
+      503: ErrorResponse,
+      504: ErrorResponse,
+    };
+    const svc = (): CacheService => {
+      if (deps.service === null) throw roleNotServed(ctx, 'cache');
+      return deps.service;
+    };
+
+    app.get(
+      '/cache/*',
+      {
+        onRequest,
+        schema: {
+          summary: "Read a key through this node's L1 (MESI); 404 when it has no value",
+          tags: ['cache'],
+          params: KeyParams,
+          response: { 200: CacheGetResponse, 404: ErrorResponse, ...errors },
+        },
+      },
+      async (req) => {
+        const key = req.params['*'];
+        const r = await svc().get(key);
+        if (!r.data.present) throw new DssError('not_found', `cache key ${key} has no value`);
+        return { key, value: r.data.value ?? null, state: r.state, source: r.source };
+      },
+    );
+    app.put(
+      '/cache/*',
+      {
+        onRequest,
+        schema: {
+          summary: 'Write a key: every other copy is invalidated first; this node ends in M',
+          tags: ['cache'],
+          params: KeyParams,
+          body: CachePutBody,
+          response: { 200: CachePutResponse, 413: ErrorResponse, ...errors },
+        },
+      },
+      async (req) => {
+        const key = req.params['*'];
+        if (!('value' in req.body)) throw new DssError('bad_request', 'body must have a value');
+        await svc().put(key, { present: true, value: req.body.value });
+        return { key, state: 'M' as const };
+      },
+    );
+    app.delete(
+      '/cache/*',
+      {
+        onRequest,
+        schema: {
+          summary: 'Delete a key (a write of "no value": other copies are invalidated)',
+          tags: ['cache'],
+          params: KeyParams,
+          response: { 200: CacheDeleteResponse, ...errors },
+        },
+      },
+      async (req) => {
+        await svc().put(req.params['*'], { present: false });
+        return { deleted: true };
+      },
+    );
+    app.get(
+      '/cache',
+      {
+        onRequest,
+        schema: {
+          summary: "This node's L1: its lines and their MESI states",
+          tags: ['cache'],
+          response: { 200: CacheLinesResponse, ...errors },
+        },
+      },
+      () => {
+        const s = svc();
+        const st = s.status();
+        return {
+          node_id: ctx.nodeId,
+          capacity: st.capacity,
+          size: st.size,
+          write_policy: st.write_policy,
+          lines: s.lines(),
+        };
+      },
+    );
+    app.post(
+      '/cache/flush',
+      {
+        onRequest,
+        schema: {
+          summary: 'Write every M line of this node back to Redis (they stay cached)',
+          tags: ['cache'],
+          response: { 200: CacheFlushResponse, ...errors },
+        },
+      },
+      async () => ({ written_back: await svc().flush() }),
+    );
+
+    // Internal: coherence messages between cache nodes.
+    const internal = { onRequest, schema: { tags: ['internal'] } };
+    app.post(
+      '/cache/handle_request',
+      {
+        ...internal,
+        schema: {
+          ...internal.schema,
+          summary: 'A bus transaction for a key this node is home of',
+          body: HomeRequestBody,
+          response: { 200: HomeGrantResponse, 409: ErrorResponse, ...errors },
+        },
+      },
+      (req) => svc().handleRequest(req.body),
+    );
+    app.post(
+      '/cache/handle_snoop_read',
+      {
+        ...internal,
+        schema: {
+          ...internal.schema,
+          summary: "Snoop read from the key's home: write back if M, supply the data, end in S",
+          body: SnoopBody,
+          response: { 200: SnoopResponse, 409: ErrorResponse, ...errors },
+        },
+      },
+      (req) => svc().handleSnoop('snoop_read', req.body),
+    );
+    app.post(
+      '/cache/handle_invalidate',
+      {
+        ...internal,
+        schema: {
+          ...internal.schema,
+          summary: "Invalidate from the key's home: write back if M, then drop the line",
+          body: SnoopBody,
+          response: { 200: SnoopResponse, 409: ErrorResponse, ...errors },
+        },
+      },
+      (req) => svc().handleSnoop('invalidate', req.body),
+    );
+    app.post(
+      '/cache/handle_lease',
+      {
+        ...internal,
+        schema: {
+          ...internal.schema,
+          summary: 'Coherence lease: renew, join (after dropping every line of this home) or leave',
+          body: LeaseBody,
+          response: { 200: LeaseResponse, ...errors },
+        },
+      },
+      (req) => svc().handleLease(req.body),
+    );
+    done();
+  };
+}

@@ -1,0 +1,107 @@
+// Cache API schemas (SPEC 6): public routes and the internal coherence messages between nodes
+// (/cache/handle_*). One TypeBox definition gives validation, serialization and OpenAPI; the SDK
+// imports the Static types.
+import { Type, type Static } from 'typebox';
+import { Count, Identifier, JsonValue, NodeIdString } from './common.js';
+
+export const CacheState = Type.Union([
+  Type.Literal('M'),
+  Type.Literal('E'),
+  Type.Literal('S'),
+  Type.Literal('I'),
+]);
+
+export const CacheSource = Type.Union([Type.Literal('l1'), Type.Literal('peer'), Type.Literal('memory')]);
+
+export const CacheGetResponse = Type.Object({
+  key: Type.String(),
+  value: JsonValue,
+  state: CacheState,
+  source: CacheSource,
+});
+export type CacheGetReply = Static<typeof CacheGetResponse>;
+
+export const CachePutBody = Type.Object({ value: JsonValue }, { description: 'value: any JSON' });
+export type CachePutBodyWire = Static<typeof CachePutBody>;
+
+export const CachePutResponse = Type.Object({ key: Type.String(), state: CacheState });
+export type CachePutReply = Static<typeof CachePutResponse>;
+
+export const CacheDeleteResponse = Type.Object({ deleted: Type.Boolean() });
+export type CacheDeleteReply = Static<typeof CacheDeleteResponse>;
+
+export const CacheLine = Type.Object({ key: Type.String(), state: CacheState });
+
+export const CacheLinesResponse = Type.Object({
+  node_id: Type.String(),
+  capacity: Count,
+  size: Count,
+  write_policy: Type.String(),
+  lines: Type.Array(CacheLine),
+});
+export type CacheLinesReply = Static<typeof CacheLinesResponse>;
+
+export const CacheFlushResponse = Type.Object({ written_back: Count });
+export type CacheFlushReply = Static<typeof CacheFlushResponse>;
+
+// ---- internal coherence messages ----
+
+/** A fencing token: the home's epoch and its grant counter, compared lexicographically. */
+export const Token = Type.Tuple([Count, Count]);
+
+/** A value as it moves between nodes: absent keys are cached too (a GET of them is a 404). */
+export const Data = Type.Object({ present: Type.Boolean(), value: Type.Optional(JsonValue) });
+
+/** Requester -> home: one bus transaction. */
+export const HomeRequestBody = Type.Object({
+  from: NodeIdString,
+  /** The requester's membership generation at this home (see handle_lease join). */
+  gen: Count,
+  epoch: Count,
+  kind: Type.Union([Type.Literal('read_miss'), Type.Literal('write'), Type.Literal('evict')]),
+  key: Identifier,
+  /** evict: the grant sequence of the dropped line. */
+  seq: Type.Optional(Count),
+  /** The home gives up (and grants nothing) once this much time has passed since it received the request. */
+  deadline_ms: Type.Integer({ minimum: 1, maximum: 600_000 }),
+});
+export type HomeRequestWire = Static<typeof HomeRequestBody>;
+
+export const HomeGrantResponse = Type.Object({
+  epoch: Count,
+  seq: Type.Optional(Count),
+  state: Type.Optional(Type.Union([Type.Literal('M'), Type.Literal('E'), Type.Literal('S')])),
+  token: Type.Optional(Token),
+  data: Type.Optional(Data),
+  source: Type.Optional(Type.Union([Type.Literal('peer'), Type.Literal('memory')])),
+});
+export type HomeGrantWire = Static<typeof HomeGrantResponse>;
+
+/** Home -> holder: snoop read or invalidate of the line granted with `seq`. */
+export const SnoopBody = Type.Object({
+  from: NodeIdString,
+  epoch: Count,
+  key: Identifier,
+  /** The grant the message is about: its sequence and the holder's generation at the home. */
+  seq: Count,
+  gen: Count,
+});
+export type SnoopWire = Static<typeof SnoopBody>;
+
+export const SnoopResponse = Type.Object({
+  held: Type.Boolean(),
+  data: Type.Optional(Data),
+});
+export type SnoopReplyWire = Static<typeof SnoopResponse>;
+
+/** Holder -> home: lease renewal, (re)join with a new generation, or leave. */
+export const LeaseBody = Type.Object({
+  from: NodeIdString,
+  gen: Count,
+  epoch: Count,
+  op: Type.Union([Type.Literal('renew'), Type.Literal('join'), Type.Literal('leave')]),
+});
+export type LeaseWire = Static<typeof LeaseBody>;
+
+export const LeaseResponse = Type.Object({ ok: Type.Boolean(), epoch: Count });
+export type LeaseReplyWire = Static<typeof LeaseResponse>;

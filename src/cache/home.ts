@@ -1,0 +1,380 @@
+// The home side of the coherence protocol (SPEC 6). Every key has one home, its owner on the hash
+// ring of cache nodes; the home runs that key's bus transactions one at a time, keeps its directory
+// entry (who holds the line, under which grant), and hands out fencing tokens. The plan of each
+// transaction comes from the pure `plan` of directory.ts; this class executes it over the link.
+//
+// Failure handling, the reason most of this file exists:
+// - Leases. A holder serves local hits only while its lease from the home runs: the lease starts
+//   when the holder SENDS a request the home then answers, and lasts `leaseMs`. The home records
+//   when it last answered each member. So when a holder cannot be reached, the home stops answering
+//   it ("revoked": its next request or renewal is told to rejoin), waits until its lease must have
+//   run out (last answer + leaseMs, plus a drift allowance), raises the key's fence in memory so a
+//   late write-back from it cannot land, and goes on without it. A write therefore completes within
+//   about one lease and one message timeout of a peer dying, and nobody serves a stale hit.
+// - Generations. A member joins with a generation number after dropping every line it had from
+//   this home; listings under an older generation are ignored from then on. A requester that lost
+//   track of what the home granted it (a reply lost in a timeout) rejoins instead of guessing.
+// - Epochs. A restarted home knows nothing of the lines it granted before. It takes a new epoch
+//   (a Redis INCR, so strictly increasing), which invalidates every line of the old one at its
+//   holders, and grants nothing until every lease of its previous life has run out (grace).
+import { performance } from 'node:perf_hooks';
+import type {
+  HomeGrantWire,
+  HomeRequestWire,
+  LeaseReplyWire,
+  LeaseWire,
+  SnoopReplyWire,
+} from '../api/schemas/cache.js';
+import { DssError } from '../errors.js';
+import { plan } from './directory.js';
+import type { SnoopKind } from './link.js';
+import type { CacheMemory } from './memory.js';
+import type { Data, DirEntry, NodeId, PlanStep, Token } from './types.js';
+
+/** A clock-rate allowance between nodes' monotonic clocks, on top of a fixed margin. */
+const DRIFT = 0.02;
+const MARGIN_MS = 50;
+
+interface Holding {
+  readonly seq: number;
+  readonly gen: number;
+  /** The grant's token, for holders that may write memory (E/M). */
+  readonly token: Token;
+}
+
+interface HomeEntry {
+  exclusive: ({ node: NodeId } & Holding) | null;
+  sharers: Map<NodeId, Holding>;
+}
+
+interface Member {
+  /** Null: not joined (never, or left). */
+  gen: number | null;
+  /** The home gave up on it; it must rejoin before anything else is answered. */
+  revoked: boolean;
+  /** performance.now() of the home's last positive answer to it. */
+  lastAnswered: number;
+}
+
+/** Sends one snoop or invalidation to a holder, which may be this node itself. */
+export type Snooper = (
+  node: NodeId,
+  kind: SnoopKind,
+  msg: { key: string; seq: number; gen: number },
+) => Promise<SnoopReplyWire>;
+
+export interface HomeMetricsSink {
+  /** A snoop or invalidation this home sent (coherence messages per transaction). */
+  message(kind: SnoopKind): void;
+  /** A member the home gave up on. */
+  revocation(): void;
+}
+
+export interface CacheHomeOptions {
+  nodeId: NodeId;
+  memory: CacheMemory;
+  snoop: Snooper;
+  leaseMs: number;
+  metrics?: HomeMetricsSink;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+  onRevoke?: (node: NodeId, reason: string) => void;
+}
+
+export interface GrantResult {
+  epoch: number;
+  seq: number;
+  state: 'M' | 'E' | 'S';
+  token: Token;
+  data: Data;
+  source: 'peer' | 'memory';
+}
+
+export class CacheHome {
+  private epoch = 0;
+  private readyAt = Number.POSITIVE_INFINITY;
+  private counter = 0;
+  private readonly entries = new Map<string, HomeEntry>();
+  private readonly members = new Map<NodeId, Member>();
+  /** Per-key FIFO of transactions waiting for the key (absent: the key is free). */
+  private readonly waiting = new Map<string, Array<() => void>>();
+  private readonly now: () => number;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(private readonly opts: CacheHomeOptions) {
+    this.now = opts.now ?? (() => performance.now());
+    this.sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+  }
+
+  /** How long after its last answer a member's lease has surely run out (its clock may run slow). */
+  private get leaseBoundMs(): number {
+    return this.opts.leaseMs * (1 + DRIFT) + MARGIN_MS;
+  }
+
+  /**
+   * Starts this life of the home: a new epoch from memory, then no grants until every lease an
+   * earlier life handed out has run out.
+   */
+  async start(): Promise<void> {
+    this.epoch = await this.opts.memory.nextEpoch(this.opts.nodeId);
+    this.readyAt = this.now() + this.leaseBoundMs;
+  }
+
+  get currentEpoch(): number {
+    return this.epoch;
+  }
+
+  /** True once the home grants (epoch known, grace over). */
+  ready(): boolean {
+    return this.epoch > 0 && this.now() >= this.readyAt;
+  }
+
+  /** Keys with a directory entry (for status). */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  // ------------------------------------------------------------------ membership and leases
+
+  lease(body: LeaseWire): LeaseReplyWire {
+    if (this.epoch === 0) throw new DssError('unavailable', 'cache home is starting', { retryAfter: 1 });
+    const m = this.members.get(body.from);
+    switch (body.op) {
+      case 'join':
+        // The member has dropped every line it had from us: its older listings are void.
+        this.members.set(body.from, { gen: body.gen, revoked: false, lastAnswered: this.now() });
+        return { ok: true, epoch: this.epoch };
+      case 'leave':
+        if (m !== undefined && m.gen === body.gen) m.gen = null;
+        return { ok: true, epoch: this.epoch };
+      case 'renew':
+        if (m === undefined || m.gen !== body.gen || m.revoked || body.epoch !== this.epoch) {
+          return { ok: false, epoch: this.epoch };
+        }
+        m.lastAnswered = this.now();
+        return { ok: true, epoch: this.epoch };
+    }
+  }
+
+  private checkMember(from: NodeId, gen: number, epoch: number): Member {
+    const m = this.members.get(from);
+    if (epoch !== this.epoch || m === undefined || m.gen !== gen || m.revoked) {
+      throw new DssError('stale_member', `${from} must rejoin cache home ${this.opts.nodeId}`, {
+        details: { epoch: this.epoch },
+      });
+    }
+    return m;
+  }
+
+  /** Gives up on `node`: no more answers until it rejoins. Returns when its lease has run out. */
+  private async revoke(node: NodeId, reason: string): Promise<void> {
+    const m = this.members.get(node);
+    if (m === undefined || m.gen === null) return;
+    if (!m.revoked) {
+      m.revoked = true;
+      this.opts.metrics?.revocation();
+      this.opts.onRevoke?.(node, reason);
+    }
+    await this.waitLeaseOut(m);
+  }
+
+  private async waitLeaseOut(m: Member): Promise<void> {
+    const left = m.lastAnswered + this.leaseBoundMs - this.now();
+    if (left > 0) await this.sleep(left);
+  }
+
+  /** A listing still counts if its member is joined under that generation (revoked or not). */
+  private live(node: NodeId, h: Holding): boolean {
+    return this.members.get(node)?.gen === h.gen;
+  }
+
+  // ------------------------------------------------------------------ transactions
+
+  private async lockKey(key: string): Promise<() => void> {
+    const release = (): void => {
+      const q = this.waiting.get(key);
+      const next = q?.shift();
+      if (next !== undefined) next();
+      else this.waiting.delete(key);
+    };
+    const q = this.waiting.get(key);
+    if (q === undefined) {
+      this.waiting.set(key, []);
+      return release;
+    }
+    return new Promise((resolve) => q.push(() => resolve(release)));
+  }
+
+  /** One bus transaction from a requester (this node included). `receivedAt` starts its deadline. */
+  async request(req: HomeRequestWire, receivedAt: number): Promise<HomeGrantWire> {
+    if (!this.ready()) {
+      throw new DssError(
+        'unavailable',
+        'cache home is starting (waiting out the leases of its previous run)',
+        {
+          retryAfter: 1,
+        },
+      );
+    }
+    this.checkMember(req.from, req.gen, req.epoch);
+    const release = await this.lockKey(req.key);
+    try {
+      this.checkMember(req.from, req.gen, req.epoch);
+      if (req.kind === 'evict') {
+        this.evict(req.key, req.from, req.seq ?? -1);
+        this.members.get(req.from)!.lastAnswered = this.now();
+        return { epoch: this.epoch };
+      }
+      const g = await this.transact(req, receivedAt + req.deadline_ms);
+      return {
+        epoch: g.epoch,
+        seq: g.seq,
+        state: g.state,
+        token: [...g.token],
+        data: g.data,
+        source: g.source,
+      };
+    } finally {
+      release();
+    }
+  }
+
+  private evict(key: string, node: NodeId, seq: number): void {
+    const e = this.entries.get(key);
+    if (e === undefined) return;
+    if (e.exclusive?.node === node && e.exclusive.seq === seq) e.exclusive = null;
+    if (e.sharers.get(node)?.seq === seq) e.sharers.delete(node);
+    if (e.exclusive === null && e.sharers.size === 0) this.entries.delete(key);
+  }
+
+  /**
+   * The entry as it stands: listings of members that rejoined (or left) since are dropped; members
+   * the home gave up on are waited out and dropped, an exclusive one after raising the fence.
+   */
+  private async settle(key: string): Promise<HomeEntry> {
+    const e = this.entries.get(key) ?? { exclusive: null, sharers: new Map<NodeId, Holding>() };
+    const revoked: NodeId[] = [];
+    const check = (node: NodeId, h: Holding): boolean => {
+      if (!this.live(node, h)) return false;
+      if (this.members.get(node)!.revoked) revoked.push(node);
+      return true;
+    };
+    if (e.exclusive !== null && !check(e.exclusive.node, e.exclusive)) e.exclusive = null;
+    for (const [node, h] of [...e.sharers]) if (!check(node, h)) e.sharers.delete(node);
+    if (revoked.length > 0) {
+      for (const node of revoked) await this.waitLeaseOut(this.members.get(node)!);
+      if (e.exclusive !== null && revoked.includes(e.exclusive.node)) {
+        await this.opts.memory.fence(key, [this.epoch, ++this.counter]);
+        e.exclusive = null;
+      }
+      for (const node of revoked) e.sharers.delete(node);
+    }
+    return e;
+  }
+
+  private async transact(req: HomeRequestWire, deadline: number): Promise<GrantResult> {
+    const key = req.key;
+    const e = await this.settle(key);
+    this.store(key, e);
+    const dir: DirEntry = {
+      exclusive: e.exclusive?.node ?? null,
+      sharers: new Set(e.sharers.keys()),
+    };
+    const p = plan(
+      dir,
+      req.kind === 'read_miss' ? { kind: 'read_miss', node: req.from } : { kind: 'write', node: req.from },
+    );
+    const holding = (node: NodeId): Holding | undefined =>
+      e.exclusive?.node === node ? e.exclusive : e.sharers.get(node);
+
+    let supplied: Data | null = null;
+    const invalidations: Promise<void>[] = [];
+    for (const step of p.steps) {
+      if (step.kind === 'grant') break;
+      const h = holding(step.node)!;
+      const run = this.message(key, step, h).then((reply) => {
+        if (step.kind === 'snoop' && reply.held && reply.data !== undefined) supplied = reply.data;
+      });
+      if (step.kind === 'invalidate') invalidations.push(run);
+      else await run;
+    }
+    await Promise.all(invalidations);
+
+    // The holders' side of the plan is done; from here the entry is the plan's, minus the requester
+    // if it does not get its grant after all.
+    const grant = p.steps[p.steps.length - 1] as Extract<PlanStep, { kind: 'grant' }>;
+    const next: HomeEntry = { exclusive: null, sharers: new Map() };
+    // A holder given up on during this transaction is dropped rather than kept as a sharer.
+    const keep = (node: NodeId): Holding | undefined =>
+      this.members.get(node)?.revoked === true ? undefined : holding(node);
+    if (p.entry.exclusive !== null && p.entry.exclusive !== req.from) {
+      const h = keep(p.entry.exclusive);
+      if (h !== undefined) next.exclusive = { node: p.entry.exclusive, ...h };
+    }
+    for (const node of p.entry.sharers) {
+      if (node === req.from) continue;
+      const h = keep(node);
+      if (h !== undefined) next.sharers.set(node, h);
+    }
+    this.store(key, next);
+
+    if (this.now() > deadline) {
+      throw new DssError(
+        'timeout',
+        `cache home ${this.opts.nodeId}: transaction on ${key} ran past its deadline`,
+      );
+    }
+    let data: Data;
+    let source: 'peer' | 'memory' = 'memory';
+    if (grant.data === 'none') data = { present: false };
+    else if (supplied !== null) {
+      data = supplied;
+      source = 'peer';
+    } else data = await this.opts.memory.read(key);
+    const member = this.checkMember(req.from, req.gen, req.epoch);
+
+    const seq = ++this.counter;
+    const holdingOfRequester: Holding = { seq, gen: req.gen, token: [this.epoch, seq] };
+    if (grant.state === 'S') next.sharers.set(req.from, holdingOfRequester);
+    else next.exclusive = { node: req.from, ...holdingOfRequester };
+    this.store(key, next);
+    member.lastAnswered = this.now();
+    return { epoch: this.epoch, seq, state: grant.state, token: holdingOfRequester.token, data, source };
+  }
+
+  /**
+   * One snoop or invalidation. A holder that does not answer is given up on (after its lease has
+   * run out, which is what makes skipping it safe) and counts as not holding the line.
+   */
+  private async message(
+    key: string,
+    step: Extract<PlanStep, { kind: 'snoop' | 'invalidate' }>,
+    h: Holding,
+  ): Promise<SnoopReplyWire> {
+    const kind: SnoopKind = step.kind === 'snoop' ? 'snoop_read' : 'invalidate';
+    this.opts.metrics?.message(kind);
+    try {
+      return await this.opts.snoop(step.node, kind, { key, seq: h.seq, gen: h.gen });
+    } catch (e) {
+      if (step.node === this.opts.nodeId) throw e;
+      await this.revoke(step.node, `${kind} of ${key} failed: ${e instanceof Error ? e.message : String(e)}`);
+      // It may have held the line exclusively and still write it back: fence it out.
+      await this.opts.memory.fence(key, [this.epoch, ++this.counter]);
+      return { held: false };
+    }
+  }
+
+  private store(key: string, e: HomeEntry): void {
+    if (e.exclusive === null && e.sharers.size === 0) this.entries.delete(key);
+    else this.entries.set(key, e);
+  }
+
+  /** Directory entries, for the dashboard and tests: key -> holders and their states. */
+  directory(): Array<{ key: string; exclusive: NodeId | null; sharers: NodeId[] }> {
+    return [...this.entries].map(([key, e]) => ({
+      key,
+      exclusive: e.exclusive?.node ?? null,
+      sharers: [...e.sharers.keys()].sort(),
+    }));
+  }
+}

@@ -1,0 +1,700 @@
+// A node's side of the cache (SPEC 6): its L1 of MESI lines, its own reads and writes, and the
+// snoops and invalidations its keys' homes send it. Redis is main memory (memory.ts); a key's home
+// (home.ts, maybe this very node) serializes the key's bus transactions.
+//
+// Rules this class keeps, each needed by the home's reasoning:
+// - A line is served locally only while its home's lease runs (a home that is this node needs none):
+//   the lease is renewed by any answered request, counting from when the request was SENT.
+// - Every line remembers the grant it came from (home epoch, our membership generation there, grant
+//   sequence). A snoop names the grant it means; a line that does not match is not the one the home
+//   means. A snoop for a grant whose reply is still on its way waits for that reply.
+// - An M line goes to memory (fenced by its grant's token) before it changes state or leaves.
+// - After evicting a line, no new request for that key goes to the home before the home has
+//   processed the eviction notice.
+// - When this node cannot know what a home granted it (a reply lost to a timeout or a reset), or the
+//   home says it gave up on us, it drops every line from that home and rejoins with a new generation.
+// - One of this node's operations on a key runs at a time; snoops do not queue behind them (that
+//   could deadlock against the home), they wait only for what they must.
+import { performance } from 'node:perf_hooks';
+import type { HomeGrantWire, HomeRequestWire, SnoopReplyWire } from '../api/schemas/cache.js';
+import type { CacheWritePolicy } from '../config/index.js';
+import { DssError, isDssError } from '../errors.js';
+import { neverReachedPeer } from '../transport/transport.js';
+import type { CacheHome } from './home.js';
+import type { CacheLink, SnoopKind } from './link.js';
+import { Lru } from './lru.js';
+import type { CacheMemory } from './memory.js';
+import type { Data, HeldState, Json, NodeId, Token } from './types.js';
+
+export interface LineRec {
+  readonly state: HeldState;
+  readonly data: Data;
+  readonly home: NodeId;
+  readonly epoch: number;
+  readonly gen: number;
+  readonly seq: number;
+  readonly token: Token;
+  /** Newer than memory (write-back policy only). */
+  readonly dirty: boolean;
+}
+
+interface HomeLink {
+  readonly id: NodeId;
+  gen: number;
+  /** The home's epoch when we joined it. */
+  epoch: number;
+  joined: boolean;
+  leaseUntil: number;
+  joining: Promise<void> | null;
+  renewing: Promise<boolean> | null;
+}
+
+interface KeyOp {
+  /** 'request': waiting on the home (a grant may be on its way); 'local': changing a line we hold. */
+  kind: 'request' | 'local' | 'idle';
+  readonly startedAt: number;
+  done: Promise<void>;
+}
+
+interface KeySlot {
+  tail: Promise<void>;
+  current: KeyOp | null;
+  queued: number;
+}
+
+interface Evicting {
+  readonly home: NodeId;
+  readonly epoch: number;
+  readonly gen: number;
+  readonly seq: number;
+  readonly done: Promise<void>;
+}
+
+export interface L1MetricsSink {
+  hit(): void;
+  miss(): void;
+  invalidation(): void;
+  writeback(): void;
+}
+
+export interface GetResult {
+  key: string;
+  data: Data;
+  state: HeldState;
+  source: 'l1' | 'peer' | 'memory';
+}
+
+export interface CacheL1Options {
+  nodeId: NodeId;
+  capacity: number;
+  writePolicy: CacheWritePolicy;
+  homeOf: (key: string) => NodeId;
+  /** Other cache nodes (homes this node joins). */
+  peers: readonly NodeId[];
+  home: CacheHome;
+  link: CacheLink;
+  memory: CacheMemory;
+  leaseMs: number;
+  /** Timeout of a snoop or a lease renewal message. */
+  messageTimeoutMs: number;
+  metrics?: L1MetricsSink;
+  now?: () => number;
+  onEvent?: (msg: string, fields: Record<string, unknown>) => void;
+}
+
+const randomGen = (): number => Math.floor(Math.random() * 2 ** 40);
+
+function bounded<T>(p: Promise<T>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), Math.max(0, ms));
+    p.then(
+      () => {
+        clearTimeout(t);
+        resolve(true);
+      },
+      () => {
+        clearTimeout(t);
+        resolve(true);
+      },
+    );
+  });
+}
+
+export class CacheL1 {
+  private readonly l1: Lru<LineRec>;
+  private readonly links = new Map<NodeId, HomeLink>();
+  private readonly slots = new Map<string, KeySlot>();
+  private readonly evicting = new Map<string, Evicting>();
+  private readonly snooping = new Map<string, Promise<unknown>>();
+  /** Dirty or busy victims on their way out (still in the L1 until written back). */
+  private readonly leaving = new Set<string>();
+  private opCounter = 0;
+  private readonly selfGen = randomGen();
+  private stopping = false;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: CacheL1Options) {
+    this.l1 = new Lru(opts.capacity);
+    this.now = opts.now ?? (() => performance.now());
+    for (const id of opts.peers) {
+      this.links.set(id, {
+        id,
+        gen: randomGen(),
+        epoch: 0,
+        joined: false,
+        leaseUntil: 0,
+        joining: null,
+        renewing: null,
+      });
+    }
+  }
+
+  get capacity(): number {
+    return this.opts.capacity;
+  }
+
+  get size(): number {
+    return this.l1.size;
+  }
+
+  private get deadlineMs(): number {
+    // Long enough for a transaction that waits out a dead holder's lease behind another one.
+    return 2 * this.opts.leaseMs + 4 * this.opts.messageTimeoutMs + 1_000;
+  }
+
+  /** Joins our own home and every other one, then keeps the leases running. */
+  start(): void {
+    for (const id of this.links.keys()) void this.rejoin(id);
+    const every = Math.max(10, Math.floor(this.opts.leaseMs / 4));
+    this.timer = setInterval(() => this.tick(), every);
+    this.timer.unref();
+  }
+
+  /** Our membership at our own home, once the home has its epoch. */
+  joinSelf(): void {
+    this.opts.home.lease({ from: this.opts.nodeId, gen: this.selfGen, epoch: 0, op: 'join' });
+  }
+
+  private tick(): void {
+    if (this.stopping) return;
+    for (const link of this.links.values()) {
+      if (link.joined) void this.renew(link);
+      else if (link.joining === null) void this.rejoin(link.id);
+    }
+  }
+
+  // ------------------------------------------------------------------ leases and membership
+
+  private servable(line: LineRec): boolean {
+    if (line.home === this.opts.nodeId) {
+      return line.epoch === this.opts.home.currentEpoch && line.gen === this.selfGen;
+    }
+    const link = this.links.get(line.home);
+    return (
+      link !== undefined &&
+      link.joined &&
+      link.gen === line.gen &&
+      link.epoch === line.epoch &&
+      this.now() < link.leaseUntil
+    );
+  }
+
+  private renew(link: HomeLink): Promise<boolean> {
+    if (link.renewing !== null) return link.renewing;
+    const sentAt = this.now();
+    const gen = link.gen;
+    link.renewing = this.opts.link
+      .lease(
+        link.id,
+        { from: this.opts.nodeId, gen, epoch: link.epoch, op: 'renew' },
+        this.opts.messageTimeoutMs,
+      )
+      .then((r) => {
+        if (link.gen !== gen || !link.joined) return false;
+        if (r.ok) {
+          link.leaseUntil = Math.max(link.leaseUntil, sentAt + this.opts.leaseMs);
+          return true;
+        }
+        // The home restarted or gave up on us: our lines from it are void.
+        this.opts.onEvent?.('cache home refused our lease; rejoining', { home: link.id, epoch: r.epoch });
+        void this.rejoin(link.id);
+        return false;
+      })
+      .catch(() => false)
+      .finally(() => {
+        link.renewing = null;
+      });
+    return link.renewing;
+  }
+
+  /**
+   * Forgets everything from `home` and joins it again under a new generation. Single-flight; keeps
+   * retrying in the background until it succeeds or the node stops.
+   */
+  private rejoin(home: NodeId): Promise<void> {
+    const link = this.links.get(home)!;
+    if (link.joining !== null) return link.joining;
+    link.joined = false;
+    link.gen += 1;
+    const gen = link.gen;
+    link.joining = (async () => {
+      for (const [key, line] of this.l1.entries()) if (line.home === home) await this.dropLine(key, line);
+      for (let attempt = 0; !this.stopping && link.gen === gen; attempt++) {
+        const sentAt = this.now();
+        try {
+          const r = await this.opts.link.lease(
+            home,
+            { from: this.opts.nodeId, gen, epoch: link.epoch, op: 'join' },
+            this.opts.messageTimeoutMs,
+          );
+          if (link.gen !== gen) return;
+          link.epoch = r.epoch;
+          link.leaseUntil = sentAt + this.opts.leaseMs;
+          link.joined = true;
+          return;
+        } catch {
+          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 1_000)));
+        }
+      }
+    })().finally(() => {
+      link.joining = null;
+    });
+    return link.joining;
+  }
+
+  /** Drops a line we may no longer serve, writing it back first if it is dirty (fenced). */
+  private async dropLine(key: string, line: LineRec): Promise<void> {
+    if (line.dirty) {
+      try {
+        if (await this.opts.memory.write(key, line.token, line.data)) this.opts.metrics?.writeback();
+        else this.opts.onEvent?.('dirty line fenced out by its home; its value is lost', { key });
+      } catch (e) {
+        this.opts.onEvent?.('write-back of a dropped line failed; its value is lost', {
+          key,
+          err: String(e),
+        });
+      }
+    }
+    if (this.l1.peek(key) === line) this.l1.delete(key);
+  }
+
+  private async joinedLink(home: NodeId): Promise<HomeLink> {
+    const link = this.links.get(home)!;
+    if (!link.joined) {
+      await bounded(this.rejoin(home), this.opts.messageTimeoutMs);
+      if (!link.joined) {
+        throw new DssError('unavailable', `cache home ${home} of this key is unreachable`, { retryAfter: 1 });
+      }
+    }
+    return link;
+  }
+
+  // ------------------------------------------------------------------ per-key operations
+
+  private async runOp<T>(key: string, fn: (op: KeyOp) => Promise<T>): Promise<T> {
+    let slot = this.slots.get(key);
+    if (slot === undefined) {
+      slot = { tail: Promise.resolve(), current: null, queued: 0 };
+      this.slots.set(key, slot);
+    }
+    const s = slot;
+    s.queued++;
+    let finish!: () => void;
+    const done = new Promise<void>((r) => (finish = r));
+    const prev = s.tail;
+    s.tail = done;
+    await prev;
+    const op: KeyOp = { kind: 'idle', startedAt: ++this.opCounter, done };
+    s.current = op;
+    try {
+      return await fn(op);
+    } finally {
+      s.current = null;
+      finish();
+      if (--s.queued === 0) this.slots.delete(key);
+    }
+  }
+
+  private currentOp(key: string): KeyOp | null {
+    return this.slots.get(key)?.current ?? null;
+  }
+
+  private async requestHome(
+    key: string,
+    kind: 'read_miss' | 'write',
+  ): Promise<{ grant: HomeGrantWire; gen: number }> {
+    const home = this.opts.homeOf(key);
+    const ev = this.evicting.get(key);
+    if (ev !== undefined) await ev.done;
+    if (home === this.opts.nodeId) {
+      const body: HomeRequestWire = {
+        from: home,
+        gen: this.selfGen,
+        epoch: this.opts.home.currentEpoch,
+        kind,
+        key,
+        deadline_ms: this.deadlineMs,
+      };
+      return { grant: await this.opts.home.request(body, this.now()), gen: this.selfGen };
+    }
+    // A home that restarted or gave up on us says so; rejoining is quick, so try once more.
+    for (let attempt = 0; ; attempt++) {
+      const link = await this.joinedLink(home);
+      const gen = link.gen;
+      const sentAt = this.now();
+      let grant: HomeGrantWire;
+      try {
+        grant = await this.opts.link.request(
+          home,
+          { from: this.opts.nodeId, gen, epoch: link.epoch, kind, key, deadline_ms: this.deadlineMs },
+          this.deadlineMs + 1_000,
+        );
+      } catch (e) {
+        if (attempt === 0 && isDssError(e) && e.code === 'stale_member') {
+          void this.rejoin(home);
+          continue;
+        }
+        throw this.requestFailed(home, e);
+      }
+      if (link.gen !== gen || !link.joined) {
+        // We rejoined while the request was out: the home no longer counts this grant as ours.
+        throw new DssError('unavailable', `cache membership at ${home} changed mid-request; retry`, {
+          retryAfter: 1,
+        });
+      }
+      link.leaseUntil = Math.max(link.leaseUntil, sentAt + this.opts.leaseMs);
+      return { grant, gen };
+    }
+  }
+
+  private requestFailed(home: NodeId, e: unknown): DssError {
+    if (isDssError(e)) {
+      // The home answered, so it granted nothing.
+      if (e.code === 'stale_member') {
+        void this.rejoin(home);
+        return new DssError('unavailable', `rejoining cache home ${home}; retry`, { retryAfter: 1 });
+      }
+      return e;
+    }
+    if (neverReachedPeer(e)) {
+      return new DssError('unavailable', `cache home ${home} is unreachable`, { retryAfter: 1 });
+    }
+    // The home may have granted us the line and we will never know which: start over with it.
+    void this.rejoin(home);
+    return new DssError('unavailable', `cache home ${home} failed mid-request: ${String(e)}`, {
+      retryAfter: 1,
+      details: { outcome: 'unknown' },
+    });
+  }
+
+  private install(key: string, grant: HomeGrantWire, gen: number, data: Data, dirty: boolean): LineRec {
+    const line: LineRec = {
+      state: grant.state!,
+      data,
+      home: this.opts.homeOf(key),
+      epoch: grant.epoch,
+      gen,
+      seq: grant.seq!,
+      token: grant.token!,
+      dirty,
+    };
+    this.makeRoom(key);
+    this.l1.insert(key, line);
+    return line;
+  }
+
+  // ------------------------------------------------------------------ public operations
+
+  private checkRunning(): void {
+    if (this.stopping)
+      throw new DssError('shutting_down', 'this cache node is shutting down', { retryAfter: 1 });
+  }
+
+  async get(key: string): Promise<GetResult> {
+    this.checkRunning();
+    const hit = await this.tryHit(key);
+    if (hit !== null) return hit;
+    this.opts.metrics?.miss();
+    return this.runOp(key, async (op) => {
+      const line = this.l1.get(key);
+      if (line !== undefined && this.servable(line))
+        return { key, data: line.data, state: line.state, source: 'l1' };
+      op.kind = 'request';
+      const { grant, gen } = await this.requestHome(key, 'read_miss');
+      const data = grant.data ?? { present: false };
+      const installed = this.install(key, grant, gen, data, false);
+      return { key, data, state: installed.state, source: grant.source ?? 'memory' };
+    });
+  }
+
+  /** A local hit, renewing an expired lease once if that is all that stands in the way. */
+  private async tryHit(key: string): Promise<GetResult | null> {
+    let line = this.l1.get(key);
+    if (line === undefined) return null;
+    if (!this.servable(line)) {
+      const link = this.links.get(line.home);
+      if (link === undefined || !link.joined || link.gen !== line.gen || link.epoch !== line.epoch)
+        return null;
+      await this.renew(link);
+      line = this.l1.get(key);
+      if (line === undefined || !this.servable(line)) return null;
+    }
+    this.opts.metrics?.hit();
+    return { key, data: line.data, state: line.state, source: 'l1' };
+  }
+
+  /** Writes (or, with present: false, deletes) the key's value. */
+  async put(key: string, data: Data): Promise<void> {
+    this.checkRunning();
+    const writeThrough = this.opts.writePolicy === 'write-through';
+    await this.runOp(key, async (op) => {
+      for (let attempt = 0; ; attempt++) {
+        for (let s = this.snooping.get(key); s !== undefined; s = this.snooping.get(key))
+          await s.catch(() => undefined);
+        const line = this.l1.peek(key);
+        if (line === undefined || line.state === 'S') break;
+        if (this.servable(line)) {
+          // E or M: ours alone, no message needed (what E is for).
+          op.kind = 'local';
+          if (writeThrough && !(await this.opts.memory.write(key, line.token, data))) {
+            if (this.l1.peek(key) === line) this.l1.delete(key);
+            throw new DssError('unavailable', 'this node lost the line to another writer; retry', {
+              retryAfter: 1,
+            });
+          }
+          const cur = this.l1.peek(key);
+          if (cur !== undefined && cur.seq === line.seq && cur.epoch === line.epoch) {
+            this.l1.insert(key, { ...cur, state: 'M', data, dirty: !writeThrough });
+          }
+          return;
+        }
+        if (attempt > 0 || line.home === this.opts.nodeId) break;
+        const link = this.links.get(line.home);
+        if (link === undefined || !link.joined) break;
+        await this.renew(link);
+      }
+      op.kind = 'request';
+      const { grant, gen } = await this.requestHome(key, 'write');
+      if (writeThrough && !(await this.opts.memory.write(key, grant.token!, data))) {
+        throw new DssError('unavailable', 'this node lost the line to another writer; retry', {
+          retryAfter: 1,
+        });
+      }
+      this.install(key, grant, gen, data, !writeThrough);
+    });
+  }
+
+  /** Every line this node holds, least recently used first. */
+  lines(): Array<{ key: string; state: HeldState }> {
+    return this.l1.entries().map(([key, line]) => ({ key, state: line.state }));
+  }
+
+  linesByState(): Record<HeldState, number> {
+    const out: Record<HeldState, number> = { M: 0, E: 0, S: 0 };
+    for (const [, line] of this.l1.entries()) out[line.state]++;
+    return out;
+  }
+
+  /** Writes every dirty line back (they stay in M). Returns how many went to memory. */
+  async flush(): Promise<number> {
+    let n = 0;
+    for (const [key, line] of this.l1.entries()) {
+      if (!line.dirty) continue;
+      if (!(await this.opts.memory.write(key, line.token, line.data))) continue;
+      n++;
+      this.opts.metrics?.writeback();
+      const cur = this.l1.peek(key);
+      if (cur === line) this.l1.update(key, { ...line, dirty: false });
+    }
+    return n;
+  }
+
+  /** Graceful stop: no new operations, every M line to memory, then leave every home. */
+  async stop(): Promise<number> {
+    if (this.stopping) return 0;
+    this.stopping = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    let written = 0;
+    try {
+      written = await this.flush();
+    } catch (e) {
+      this.opts.onEvent?.('write-back at shutdown failed', { err: String(e) });
+    }
+    await Promise.all(
+      [...this.links.values()]
+        .filter((l) => l.joined)
+        .map((l) =>
+          this.opts.link
+            .lease(
+              l.id,
+              { from: this.opts.nodeId, gen: l.gen, epoch: l.epoch, op: 'leave' },
+              this.opts.messageTimeoutMs,
+            )
+            .catch(() => undefined),
+        ),
+    );
+    for (const [key] of this.l1.entries()) this.l1.delete(key);
+    return written;
+  }
+
+  // ------------------------------------------------------------------ eviction
+
+  private makeRoom(key: string): void {
+    if (this.l1.has(key)) return;
+    while (this.l1.size - this.leaving.size >= this.opts.capacity) {
+      let victim: string | undefined;
+      for (const k of this.l1.oldestKeys()) {
+        if (!this.leaving.has(k)) {
+          victim = k;
+          break;
+        }
+      }
+      if (victim === undefined) return;
+      this.evict(victim);
+    }
+  }
+
+  private evict(key: string): void {
+    const line = this.l1.peek(key)!;
+    if (!line.dirty && !this.slots.has(key) && !this.snooping.has(key)) {
+      this.l1.delete(key);
+      this.notifyEvicted(key, line);
+      return;
+    }
+    // Written back (or waited for) before it leaves: until then a snoop still finds it here.
+    this.leaving.add(key);
+    void this.runOp(key, async (op) => {
+      op.kind = 'local';
+      for (let s = this.snooping.get(key); s !== undefined; s = this.snooping.get(key))
+        await s.catch(() => undefined);
+      const cur = this.l1.peek(key);
+      if (cur === undefined) return;
+      if (cur.dirty) {
+        if (!(await this.opts.memory.write(key, cur.token, cur.data))) {
+          this.opts.onEvent?.('evicted dirty line fenced out by its home; its value is lost', { key });
+        } else this.opts.metrics?.writeback();
+      }
+      if (this.l1.peek(key) === cur) {
+        this.l1.delete(key);
+        this.notifyEvicted(key, cur);
+      }
+    })
+      .catch((e: unknown) => {
+        // Memory unreachable: the line stays (still M) and is tried again at the next eviction.
+        this.opts.onEvent?.('write-back on eviction failed', { key, err: String(e) });
+      })
+      .finally(() => this.leaving.delete(key));
+  }
+
+  private notifyEvicted(key: string, line: LineRec): void {
+    const self = line.home === this.opts.nodeId;
+    const link = self ? null : this.links.get(line.home)!;
+    if (!self && (!link!.joined || link!.gen !== line.gen)) return; // a rejoin voids the listing anyway
+    const body: HomeRequestWire = {
+      from: this.opts.nodeId,
+      gen: line.gen,
+      epoch: line.epoch,
+      kind: 'evict',
+      key,
+      seq: line.seq,
+      deadline_ms: this.deadlineMs,
+    };
+    const sent = self
+      ? this.opts.home.request(body, this.now())
+      : this.opts.link.request(line.home, body, this.deadlineMs + 1_000);
+    const done = sent.then(
+      () => undefined,
+      () => {
+        // The home may still list us for this line: start over with it rather than guess.
+        if (!self) void this.rejoin(line.home);
+      },
+    );
+    const rec: Evicting = { home: line.home, epoch: line.epoch, gen: line.gen, seq: line.seq, done };
+    this.evicting.set(key, rec);
+    void done.finally(() => {
+      if (this.evicting.get(key) === rec) this.evicting.delete(key);
+    });
+  }
+
+  // ------------------------------------------------------------------ the home's messages
+
+  /** A snoop read or an invalidation from `from` (the key's home) for the line of grant `seq`. */
+  async handleSnoop(
+    from: NodeId,
+    kind: SnoopKind,
+    msg: { key: string; epoch: number; seq: number; gen: number },
+  ): Promise<SnoopReplyWire> {
+    const arrival = this.opCounter;
+    const deadline = this.now() + this.opts.messageTimeoutMs;
+    const currentGen = from === this.opts.nodeId ? this.selfGen : this.links.get(from)?.gen;
+    const key = msg.key;
+    for (;;) {
+      const line = this.l1.peek(key);
+      const op = this.currentOp(key);
+      if (
+        line !== undefined &&
+        line.home === from &&
+        line.epoch === msg.epoch &&
+        line.gen === msg.gen &&
+        line.seq === msg.seq
+      ) {
+        if (op !== null && op.kind === 'local') {
+          if (!(await bounded(op.done, deadline - this.now()))) throw this.snoopTimeout(key);
+          continue;
+        }
+        const running = this.snooping.get(key);
+        if (running !== undefined) {
+          await running.catch(() => undefined);
+          continue;
+        }
+        const p = this.applySnoop(key, kind, line);
+        this.snooping.set(key, p);
+        try {
+          return await p;
+        } finally {
+          if (this.snooping.get(key) === p) this.snooping.delete(key);
+        }
+      }
+      const ev = this.evicting.get(key);
+      if (
+        ev !== undefined &&
+        ev.home === from &&
+        ev.epoch === msg.epoch &&
+        ev.gen === msg.gen &&
+        ev.seq === msg.seq
+      ) {
+        return { held: false };
+      }
+      if (msg.gen === currentGen && op !== null && op.kind === 'request' && op.startedAt <= arrival) {
+        // The grant this message is about is on its way to us: let it land first.
+        if (!(await bounded(op.done, deadline - this.now()))) throw this.snoopTimeout(key);
+        continue;
+      }
+      return { held: false };
+    }
+  }
+
+  private snoopTimeout(key: string): DssError {
+    return new DssError('timeout', `cache line ${key} stayed busy past the snoop deadline`);
+  }
+
+  private async applySnoop(key: string, kind: SnoopKind, line: LineRec): Promise<SnoopReplyWire> {
+    if (line.dirty) {
+      if (!(await this.opts.memory.write(key, line.token, line.data))) {
+        throw new DssError('conflict', `cache line ${key} was fenced out by its home`);
+      }
+      this.opts.metrics?.writeback();
+    }
+    const cur = this.l1.peek(key);
+    if (kind === 'snoop_read') {
+      if (cur === line) this.l1.update(key, { ...line, state: 'S', dirty: false });
+    } else {
+      if (cur === line) this.l1.delete(key);
+      this.opts.metrics?.invalidation();
+    }
+    return { held: true, data: line.data };
+  }
+}
+
+export type { Json };
