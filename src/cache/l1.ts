@@ -382,9 +382,10 @@ export class CacheL1 {
     }
     // The home may have granted us the line and we will never know which: start over with it.
     void this.rejoin(home);
+    // The value itself is only ever written after a grant arrives, so the caller's write had no
+    // effect: no `outcome: unknown` here.
     return new DssError('unavailable', `cache home ${home} failed mid-request: ${String(e)}`, {
       retryAfter: 1,
-      details: { outcome: 'unknown' },
     });
   }
 
@@ -457,7 +458,7 @@ export class CacheL1 {
         if (this.servable(line)) {
           // E or M: ours alone, no message needed (what E is for).
           op.kind = 'local';
-          if (writeThrough && !(await this.opts.memory.write(key, line.token, data))) {
+          if (writeThrough && !(await this.writeThrough(key, line.token, data))) {
             if (this.l1.peek(key) === line) this.l1.delete(key);
             throw new DssError('unavailable', 'this node lost the line to another writer; retry', {
               retryAfter: 1,
@@ -476,13 +477,29 @@ export class CacheL1 {
       }
       op.kind = 'request';
       const { grant, gen } = await this.requestHome(key, 'write');
-      if (writeThrough && !(await this.opts.memory.write(key, grant.token!, data))) {
+      if (writeThrough && !(await this.writeThrough(key, grant.token!, data))) {
         throw new DssError('unavailable', 'this node lost the line to another writer; retry', {
           retryAfter: 1,
         });
       }
       this.install(key, grant, gen, data, !writeThrough);
     });
+  }
+
+  /**
+   * The memory write of a write-through PUT. Until it, a failed PUT surely had no effect (the value
+   * exists nowhere else); a failure of the write itself may have landed, and says so.
+   */
+  private async writeThrough(key: string, token: Token, data: Data): Promise<boolean> {
+    try {
+      return await this.opts.memory.write(key, token, data);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      throw new DssError('unavailable', `write-through to memory failed: ${message}`, {
+        retryAfter: 1,
+        details: { outcome: 'unknown' },
+      });
+    }
   }
 
   /** Every line this node holds, least recently used first. */

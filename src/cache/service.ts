@@ -96,9 +96,11 @@ export class CacheService {
           this.opts.logger?.info({ epoch: this.home.currentEpoch }, 'cache home started');
           return;
         } catch (err) {
-          if (attempt === 0)
+          // The Redis connection is usually still being made on the first tries.
+          if (attempt === 20) {
             this.opts.logger?.warn({ err }, 'cache home cannot start yet (Redis?); retrying');
-          await new Promise((r) => setTimeout(r, 500));
+          }
+          await new Promise((r) => setTimeout(r, attempt < 20 ? 50 : 500));
         }
       }
     })();

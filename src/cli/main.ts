@@ -6,6 +6,7 @@ import { runNode } from './node-command.js';
 import { runStatus } from './status-command.js';
 import { lockCommand } from './lock-command.js';
 import { queueCommand } from './queue-command.js';
+import { cacheCommand } from './cache-command.js';
 
 function integer(name: string, min: number, max: number): (v: string) => number {
   return (v) => {
@@ -84,5 +85,6 @@ program
 
 program.addCommand(lockCommand());
 program.addCommand(queueCommand());
+program.addCommand(cacheCommand());
 
 await program.parseAsync(process.argv);

@@ -2,7 +2,8 @@
 // (no leader yet, shutting down, Redis down) it retries on the next node with exponential backoff
 // and jitter, honouring Retry-After. 4xx answers are final, except 421 role_not_served, which
 // redirects to a node that serves the role.
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
+import { CacheClient } from './cache.js';
 import { LockClient } from './lock.js';
 import { QueueClient } from './queue.js';
 import type { HealthReply, NodeStatus, PeerStatusWire } from '../api/schemas/ops.js';
@@ -85,6 +86,8 @@ export class DssClient {
   readonly lock: LockClient;
   /** Queue calls and a consumer loop (SPEC 5). */
   readonly queue: QueueClient;
+  /** Cache calls (SPEC 6). */
+  readonly cache: CacheClient;
   private readonly urls: string[];
   private readonly token: string | undefined;
   private readonly timeoutMs: number;
@@ -102,6 +105,7 @@ export class DssClient {
     this.urls = opts.urls.map(normalizeUrl);
     this.lock = new LockClient(this);
     this.queue = new QueueClient(this);
+    this.cache = new CacheClient(this);
     this.token = opts.token;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.retries = opts.retries ?? 3;
@@ -236,10 +240,16 @@ export class DssClient {
     const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const res = await request(base + path + queryString(opts.query), {
+    // Straight to the dispatcher with origin and path apart: undici's request(url) would parse the
+    // URL and resolve dot segments, so the cache key `a/../b` (a valid identifier) would become `b`.
+    // Paths are built by the SDK (constant routes, encoded identifiers, an encoded query string).
+    const target = new URL(base);
+    const prefix = target.pathname === '/' ? '' : target.pathname;
+    const res = await this.dispatcher.request({
+      origin: target.origin,
+      path: prefix + path + queryString(opts.query),
       method,
       headers,
-      dispatcher: this.dispatcher,
       signal: AbortSignal.timeout(opts.timeoutMs ?? this.timeoutMs),
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });

@@ -8,6 +8,17 @@ export {
   type RequestOptions,
 } from './client.js';
 export { DssConnectionError, DssHttpError } from './errors.js';
+export {
+  CacheClient,
+  cachePath,
+  isCacheKey,
+  type CacheDeleteResult,
+  type CacheEntry,
+  type CacheFlushResult,
+  type CacheLineState,
+  type CacheLines,
+  type CachePutResult,
+} from './cache.js';
 export type { HealthReply, NodeStatus, PeerStatusWire, RaftSectionWire } from '../api/schemas/ops.js';
 export {
   LockClient,

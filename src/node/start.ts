@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { DssApp, ReadinessCheck, StatusSections } from '../api/context.js';
 import { raftLeaderCheck } from '../api/routes/ops.js';
+import { benchHookRoutes } from '../api/routes/bench-hooks.js';
 import { debugRoutes } from '../api/routes/debug.js';
 import { LeaderForwarder } from '../api/forward.js';
 import { buildServer, type ServicePlugin } from '../api/server.js';
@@ -299,6 +300,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
     }
 
     let cache: CacheService | null = null;
+    let stopCache = (): Promise<void> => Promise.resolve();
     if (config.roles.includes('cache') && redis !== null) {
       const cacheNodes = config.cluster.filter((m) => m.roles.includes('cache'));
       const link = new HttpCacheLink({
@@ -329,11 +331,15 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       service.start();
       const cacheService = service;
       cache = cacheService;
-      // Before the link and Redis close: every M line goes to memory first (SPEC 6).
-      cleanups.push(async () => {
-        const n = await cacheService.stop();
-        logger.info({ written_back: n }, 'cache stopped');
-      });
+      // Before the link and Redis close: every M line goes to memory first (SPEC 6). stop() also
+      // runs this first of all, while the server still answers peers' snoops; this entry covers a
+      // start that fails later on.
+      let cacheStopped: Promise<void> | null = null;
+      stopCache = () =>
+        (cacheStopped ??= cacheService.stop().then((n) => {
+          logger.info({ written_back: n }, 'cache stopped');
+        }));
+      cleanups.push(() => stopCache());
       readinessChecks.push({
         name: 'cache',
         check: () =>
@@ -346,6 +352,8 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       statusSections.cache = () => cacheService.status();
     }
     plugins.push(cacheRoutes({ service: cache }));
+    // The cache benchmark's comparison routes (a constant, one Redis GET), on any node with Redis.
+    if (config.testHooks && redis !== null) plugins.push(benchHookRoutes({ redis }));
 
     const app = await buildServer({
       nodeId: config.nodeId,
@@ -362,7 +370,16 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       plugins: [...plugins, ...(opts.plugins ?? [])],
       tls: tls ? { cert: tls.cert, key: tls.key } : null,
     });
-    cleanups.push(() => app.close());
+    cleanups.push(async () => {
+      // In-flight requests get a few seconds; keep-alive connections that peers keep busy (lease
+      // renewals, relays) would otherwise hold close() open indefinitely.
+      const force = setTimeout(() => app.server.closeAllConnections(), 3_000);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+      }
+    });
     await app.listen({ host: config.host, port: config.port });
     const address = app.server.address() as AddressInfo;
     const wildcard = config.host === '0.0.0.0' || config.host === '::';
@@ -383,6 +400,8 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
         } catch (err) {
           logger.warn({ err }, 'leadership transfer before shutdown failed');
         }
+        // M lines to memory first, while peers can still reach us (idempotent; later no-op).
+        await stopCache().catch((err: unknown) => logger.error({ err }, 'cache stop failed'));
         // Cleanups run in reverse order of creation: server, probes, Raft, transport.
         await cleanup();
         logger.info('node stopped');

@@ -5,6 +5,7 @@
 // and a write that completes within a bound while a sharer is frozen, which afterwards serves no
 // stale hit.
 import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { HashRing } from '../../src/queue/ring.js';
@@ -209,6 +210,43 @@ describe('cache API (3 real processes, private Redis, write-back)', () => {
     const r = await get(2, key);
     assert.equal(r.value, 'after');
     assert.ok((await metric(1, 'cache_lease_revocations_total')) >= 1);
+  });
+
+  it('a sharer cut off from its peers stops serving hits before a write elsewhere completes', async () => {
+    const key = keyHomedAt('node1', 'cut');
+    await put(0, key, 'v0');
+    await get(2, key);
+    assert.equal((await get(2, key)).source, 'l1');
+    const reads: { start: number; end: number; status: number; value: unknown }[] = [];
+    let reading = true;
+    const reader = (async () => {
+      while (reading) {
+        const start = performance.now();
+        const r = await call(urls[2]!, 'GET', `/cache/${key}`);
+        reads.push({ start, end: performance.now(), status: r.status, value: (r.body as Got | null)?.value });
+      }
+    })();
+    c.partition([['node3'], ['node1', 'node2']]);
+    let wroteAt = 0;
+    try {
+      await put(0, key, 'v1');
+      wroteAt = performance.now();
+      await waitFor('node3 read after the write', () => reads.some((r) => r.start > wroteAt + 100));
+    } finally {
+      reading = false;
+      await reader;
+      c.heal();
+    }
+    const stale = reads.filter((r) => r.start > wroteAt && r.status === 200 && r.value !== 'v1');
+    assert.deepEqual(stale, [], 'no read that started after the write returned the old value');
+    assert.ok(
+      reads.some((r) => r.status === 200 && r.value === 'v0'),
+      'node3 served hits while its lease ran',
+    );
+    await waitFor('node3 back in the group', async () => {
+      const r = await call(urls[2]!, 'GET', `/cache/${key}`);
+      return r.status === 200 && (r.body as Got).value === 'v1';
+    });
   });
 
   it('with the home frozen, a write fails within a bound and the key works again once it is back', async () => {
