@@ -28,7 +28,7 @@ import type {
 import { DssError } from '../errors.js';
 import { plan } from './directory.js';
 import type { SnoopKind } from './link.js';
-import type { CacheMemory } from './memory.js';
+import type { MainMemory } from './memory.js';
 import type { Data, DirEntry, NodeId, PlanStep, Token } from './types.js';
 
 /** A clock-rate allowance between nodes' monotonic clocks, on top of a fixed margin. */
@@ -50,6 +50,11 @@ interface HomeEntry {
 interface Member {
   /** Null: not joined (never, or left). */
   gen: number | null;
+  /**
+   * Highest generation ever accepted from it. A join must bring a higher one, so a join message
+   * that arrives late (retried, delayed in the network) cannot undo a revocation or a newer join.
+   */
+  maxGen: number;
   /** The home gave up on it; it must rejoin before anything else is answered. */
   revoked: boolean;
   /** performance.now() of the home's last positive answer to it. */
@@ -72,7 +77,7 @@ export interface HomeMetricsSink {
 
 export interface CacheHomeOptions {
   nodeId: NodeId;
-  memory: CacheMemory;
+  memory: MainMemory;
   snoop: Snooper;
   leaseMs: number;
   metrics?: HomeMetricsSink;
@@ -141,8 +146,14 @@ export class CacheHome {
     const m = this.members.get(body.from);
     switch (body.op) {
       case 'join':
+        if (m !== undefined && body.gen <= m.maxGen) return { ok: false, epoch: this.epoch, gen: m.maxGen };
         // The member has dropped every line it had from us: its older listings are void.
-        this.members.set(body.from, { gen: body.gen, revoked: false, lastAnswered: this.now() });
+        this.members.set(body.from, {
+          gen: body.gen,
+          maxGen: body.gen,
+          revoked: false,
+          lastAnswered: this.now(),
+        });
         return { ok: true, epoch: this.epoch };
       case 'leave':
         if (m !== undefined && m.gen === body.gen) m.gen = null;
@@ -259,7 +270,11 @@ export class CacheHome {
       if (this.members.get(node)!.revoked) revoked.push(node);
       return true;
     };
-    if (e.exclusive !== null && !check(e.exclusive.node, e.exclusive)) e.exclusive = null;
+    if (e.exclusive !== null && !check(e.exclusive.node, e.exclusive)) {
+      // It rejoined or left: it dropped the line, but a write of it may still be on its way.
+      await this.opts.memory.fence(key, [this.epoch, ++this.counter]);
+      e.exclusive = null;
+    }
     for (const [node, h] of [...e.sharers]) if (!check(node, h)) e.sharers.delete(node);
     if (revoked.length > 0) {
       for (const node of revoked) await this.waitLeaseOut(this.members.get(node)!);
@@ -324,16 +339,19 @@ export class CacheHome {
         `cache home ${this.opts.nodeId}: transaction on ${key} ran past its deadline`,
       );
     }
+    const seq = ++this.counter;
     let data: Data;
     let source: 'peer' | 'memory' = 'memory';
     if (grant.data === 'none') data = { present: false };
     else if (supplied !== null) {
       data = supplied;
       source = 'peer';
-    } else data = await this.opts.memory.read(key);
+    } else {
+      // Fenced with the read: no older write can land on what this grant hands out.
+      data = await this.opts.memory.readAndFence(key, [this.epoch, seq]);
+    }
     const member = this.checkMember(req.from, req.gen, req.epoch);
 
-    const seq = ++this.counter;
     const holdingOfRequester: Holding = { seq, gen: req.gen, token: [this.epoch, seq] };
     if (grant.state === 'S') next.sharers.set(req.from, holdingOfRequester);
     else next.exclusive = { node: req.from, ...holdingOfRequester };

@@ -23,7 +23,7 @@ import { neverReachedPeer } from '../transport/transport.js';
 import type { CacheHome } from './home.js';
 import type { CacheLink, SnoopKind } from './link.js';
 import { Lru } from './lru.js';
-import type { CacheMemory } from './memory.js';
+import type { MainMemory } from './memory.js';
 import type { Data, HeldState, Json, NodeId, Token } from './types.js';
 
 export interface LineRec {
@@ -93,7 +93,7 @@ export interface CacheL1Options {
   peers: readonly NodeId[];
   home: CacheHome;
   link: CacheLink;
-  memory: CacheMemory;
+  memory: MainMemory;
   leaseMs: number;
   /** Timeout of a snoop or a lease renewal message. */
   messageTimeoutMs: number;
@@ -103,6 +103,11 @@ export interface CacheL1Options {
 }
 
 const randomGen = (): number => Math.floor(Math.random() * 2 ** 40);
+/**
+ * Generations at other homes only grow (a home refuses a join that does not raise it), also across
+ * restarts of this process: start from the wall clock in microseconds' worth of room.
+ */
+const startGen = (): number => Date.now() * 1000;
 
 function bounded<T>(p: Promise<T>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -140,7 +145,7 @@ export class CacheL1 {
     for (const id of opts.peers) {
       this.links.set(id, {
         id,
-        gen: randomGen(),
+        gen: startGen(),
         epoch: 0,
         joined: false,
         leaseUntil: 0,
@@ -236,11 +241,14 @@ export class CacheL1 {
     const link = this.links.get(home)!;
     if (link.joining !== null) return link.joining;
     link.joined = false;
+    // From here no snoop under an older generation waits for our requests, and no grant to one
+    // is installed.
     link.gen += 1;
-    const gen = link.gen;
     link.joining = (async () => {
       for (const [key, line] of this.l1.entries()) if (line.home === home) await this.dropLine(key, line);
-      for (let attempt = 0; !this.stopping && link.gen === gen; attempt++) {
+      for (let attempt = 0; !this.stopping; attempt++) {
+        // Every attempt brings a new generation: an earlier attempt that arrives late is refused.
+        const gen = attempt === 0 ? link.gen : ++link.gen;
         const sentAt = this.now();
         try {
           const r = await this.opts.link.lease(
@@ -248,14 +256,18 @@ export class CacheL1 {
             { from: this.opts.nodeId, gen, epoch: link.epoch, op: 'join' },
             this.opts.messageTimeoutMs,
           );
-          if (link.gen !== gen) return;
-          link.epoch = r.epoch;
-          link.leaseUntil = sentAt + this.opts.leaseMs;
-          link.joined = true;
-          return;
+          if (r.ok && link.gen === gen) {
+            link.epoch = r.epoch;
+            link.leaseUntil = sentAt + this.opts.leaseMs;
+            link.joined = true;
+            return;
+          }
+          // Refused: the home has seen a higher generation from us (a previous run of this node).
+          if (r.gen !== undefined) link.gen = Math.max(link.gen, r.gen);
         } catch {
-          await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 1_000)));
+          // unreachable or lost: try again with a new generation
         }
+        await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 1_000)));
       }
     })().finally(() => {
       link.joining = null;
@@ -389,11 +401,26 @@ export class CacheL1 {
     });
   }
 
-  private install(key: string, grant: HomeGrantWire, gen: number, data: Data, dirty: boolean): LineRec {
+  /**
+   * Installs a granted line, unless we rejoined its home since the grant (the home no longer counts
+   * it as ours; the caller's value is then in memory already, or the grant carried no new value).
+   */
+  private install(
+    key: string,
+    grant: HomeGrantWire,
+    gen: number,
+    data: Data,
+    dirty: boolean,
+  ): LineRec | null {
+    const home = this.opts.homeOf(key);
+    if (home !== this.opts.nodeId) {
+      const link = this.links.get(home)!;
+      if (!link.joined || link.gen !== gen) return null;
+    }
     const line: LineRec = {
       state: grant.state!,
       data,
-      home: this.opts.homeOf(key),
+      home,
       epoch: grant.epoch,
       gen,
       seq: grant.seq!,
@@ -421,11 +448,18 @@ export class CacheL1 {
       const line = this.l1.get(key);
       if (line !== undefined && this.servable(line))
         return { key, data: line.data, state: line.state, source: 'l1' };
+      if (line?.dirty === true) {
+        // A dirty line we may not serve (its lease ran out): the home will grant from memory, so
+        // memory gets it first. A refusal means the home already gave the line up: that value is
+        // lost, as write-back allows for a node cut off from its home.
+        op.kind = 'local';
+        await this.dropLine(key, line);
+      }
       op.kind = 'request';
       const { grant, gen } = await this.requestHome(key, 'read_miss');
       const data = grant.data ?? { present: false };
       const installed = this.install(key, grant, gen, data, false);
-      return { key, data, state: installed.state, source: grant.source ?? 'memory' };
+      return { key, data, state: installed?.state ?? grant.state!, source: grant.source ?? 'memory' };
     });
   }
 
@@ -477,10 +511,20 @@ export class CacheL1 {
       }
       op.kind = 'request';
       const { grant, gen } = await this.requestHome(key, 'write');
-      if (writeThrough && !(await this.writeThrough(key, grant.token!, data))) {
-        throw new DssError('unavailable', 'this node lost the line to another writer; retry', {
-          retryAfter: 1,
-        });
+      if (writeThrough) {
+        let landed: boolean;
+        try {
+          landed = await this.writeThrough(key, grant.token!, data);
+        } catch (e) {
+          this.forgetGrant(key, grant, gen);
+          throw e;
+        }
+        if (!landed) {
+          this.forgetGrant(key, grant, gen);
+          throw new DssError('unavailable', 'this node lost the line to another writer; retry', {
+            retryAfter: 1,
+          });
+        }
       }
       this.install(key, grant, gen, data, !writeThrough);
     });
@@ -502,6 +546,20 @@ export class CacheL1 {
     }
   }
 
+  /** A grant we will not install: tell the home, as for an eviction, so it stops listing us. */
+  private forgetGrant(key: string, grant: HomeGrantWire, gen: number): void {
+    this.notifyEvicted(key, {
+      state: grant.state!,
+      data: { present: false },
+      home: this.opts.homeOf(key),
+      epoch: grant.epoch,
+      gen,
+      seq: grant.seq!,
+      token: grant.token!,
+      dirty: false,
+    });
+  }
+
   /** Every line this node holds, least recently used first. */
   lines(): Array<{ key: string; state: HeldState }> {
     return this.l1.entries().map(([key, line]) => ({ key, state: line.state }));
@@ -516,13 +574,21 @@ export class CacheL1 {
   /** Writes every dirty line back (they stay in M). Returns how many went to memory. */
   async flush(): Promise<number> {
     let n = 0;
-    for (const [key, line] of this.l1.entries()) {
-      if (!line.dirty) continue;
-      if (!(await this.opts.memory.write(key, line.token, line.data))) continue;
-      n++;
-      this.opts.metrics?.writeback();
-      const cur = this.l1.peek(key);
-      if (cur === line) this.l1.update(key, { ...line, dirty: false });
+    for (const [key, snapshot] of this.l1.entries()) {
+      if (!snapshot.dirty) continue;
+      // One key at a time with the key's other operations, so a newer value written meanwhile is
+      // never overwritten by this older snapshot.
+      n += await this.runOp(key, async (op) => {
+        op.kind = 'local';
+        for (let s = this.snooping.get(key); s !== undefined; s = this.snooping.get(key))
+          await s.catch(() => undefined);
+        const line = this.l1.peek(key);
+        if (line === undefined || !line.dirty) return 0;
+        if (!(await this.opts.memory.write(key, line.token, line.data))) return 0;
+        this.opts.metrics?.writeback();
+        if (this.l1.peek(key) === line) this.l1.update(key, { ...line, dirty: false });
+        return 1;
+      });
     }
     return n;
   }
@@ -532,6 +598,13 @@ export class CacheL1 {
     if (this.stopping) return 0;
     this.stopping = true;
     if (this.timer !== null) clearInterval(this.timer);
+    // Operations already running finish first (a PUT whose grant is on its way installs its line),
+    // so the flush below sees every line they leave.
+    const deadline = this.now() + this.deadlineMs + 1_000;
+    while (this.slots.size > 0 && this.now() < deadline) {
+      const pending = [...this.slots.values()].map((slot) => slot.tail);
+      await bounded(Promise.all(pending), deadline - this.now());
+    }
     let written = 0;
     try {
       written = await this.flush();

@@ -16,16 +16,16 @@ const epochKey = (nodeId: string): string => `dss:cache:epoch:${nodeId}`;
 
 type WriteCommand = (keys: readonly string[], args: readonly (string | number)[]) => Promise<unknown>;
 
-function loadWriteScript(): string {
+function loadScript(name: string): string {
   const candidates = [
-    new URL('./scripts/write.lua', import.meta.url),
-    new URL('../../src/cache/scripts/write.lua', import.meta.url),
+    new URL(`./scripts/${name}.lua`, import.meta.url),
+    new URL(`../../src/cache/scripts/${name}.lua`, import.meta.url),
   ];
   for (const file of candidates) if (existsSync(file)) return readFileSync(file, 'utf8');
-  throw new Error(`cache Lua script not found in ${candidates.map((u) => u.pathname).join(' or ')}`);
+  throw new Error(`cache Lua script ${name} not found in ${candidates.map((u) => u.pathname).join(' or ')}`);
 }
 
-let script: string | undefined;
+let scripts: { write: string; read: string } | undefined;
 
 /** What memory holds for a key whose text is not JSON (written by someone else): the raw string. */
 function decode(text: string): Data {
@@ -36,15 +36,30 @@ function decode(text: string): Data {
   }
 }
 
-export class CacheMemory {
+/** What the cache needs of main memory; tests substitute an in-process one. */
+export interface MainMemory {
+  read(key: string): Promise<Data>;
+  write(key: string, token: Token, data: Data): Promise<boolean>;
+  /** Raises the key's fence to `token` (never lowers it) and reads the value, atomically. */
+  readAndFence(key: string, token: Token): Promise<Data>;
+  fence(key: string, token: Token): Promise<void>;
+  nextEpoch(nodeId: string): Promise<number>;
+}
+
+export class CacheMemory implements MainMemory {
   private readonly writeCmd: WriteCommand;
+  private readonly readCmd: WriteCommand;
 
   constructor(private readonly redis: RedisClient) {
-    script ??= loadWriteScript();
-    const name = 'dssCacheWrite';
+    scripts ??= { write: loadScript('write'), read: loadScript('read') };
     const client = redis as unknown as Record<string, WriteCommand | undefined>;
-    if (client[name] === undefined) redis.defineCommand(name, { numberOfKeys: 2, lua: script });
-    this.writeCmd = (keys, args) => (redis as unknown as Record<string, WriteCommand>)[name]!(keys, args);
+    if (client.dssCacheWrite === undefined) {
+      redis.defineCommand('dssCacheWrite', { numberOfKeys: 2, lua: scripts.write });
+      redis.defineCommand('dssCacheRead', { numberOfKeys: 2, lua: scripts.read });
+    }
+    const cmds = redis as unknown as Record<'dssCacheWrite' | 'dssCacheRead', WriteCommand>;
+    this.writeCmd = (keys, args) => cmds.dssCacheWrite(keys, args);
+    this.readCmd = (keys, args) => cmds.dssCacheRead(keys, args);
   }
 
   /** The key's value in memory. Throws DssError `unavailable` when Redis is. */
@@ -56,6 +71,16 @@ export class CacheMemory {
       throw toDssError(e);
     }
     return text === null ? { present: false } : decode(text);
+  }
+
+  async readAndFence(key: string, token: Token): Promise<Data> {
+    let text: unknown;
+    try {
+      text = await this.readCmd([memKey(key), fenceKey(key)], [token[0], token[1]]);
+    } catch (e) {
+      throw toDssError(e);
+    }
+    return typeof text === 'string' ? decode(text) : { present: false };
   }
 
   /** Writes (or deletes) the value under `token`; false when a newer token has already written. */

@@ -16,7 +16,7 @@ import type { HashRing } from '../queue/ring.js';
 import { CacheHome, type HomeMetricsSink } from './home.js';
 import { CacheL1, type GetResult, type L1MetricsSink } from './l1.js';
 import type { CacheLink, SnoopKind } from './link.js';
-import type { CacheMemory } from './memory.js';
+import type { MainMemory } from './memory.js';
 import type { Data, HeldState, NodeId } from './types.js';
 
 export type CacheMetricsSink = L1MetricsSink & HomeMetricsSink;
@@ -26,7 +26,7 @@ export interface CacheServiceOptions {
   /** Hash ring of the cache nodes: a key's owner is its home. */
   ring: HashRing;
   link: CacheLink;
-  memory: CacheMemory;
+  memory: MainMemory;
   capacity: number;
   writePolicy: CacheWritePolicy;
   /** Coherence lease (CACHE_LEASE_MS): how long a node cut off from a home keeps serving its lines. */

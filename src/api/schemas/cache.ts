@@ -103,5 +103,10 @@ export const LeaseBody = Type.Object({
 });
 export type LeaseWire = Static<typeof LeaseBody>;
 
-export const LeaseResponse = Type.Object({ ok: Type.Boolean(), epoch: Count });
+export const LeaseResponse = Type.Object({
+  ok: Type.Boolean(),
+  epoch: Count,
+  /** A refused join: the highest generation the home has accepted from this node. */
+  gen: Type.Optional(Count),
+});
 export type LeaseReplyWire = Static<typeof LeaseResponse>;
