@@ -105,9 +105,10 @@ export interface CacheL1Options {
 const randomGen = (): number => Math.floor(Math.random() * 2 ** 40);
 /**
  * Generations at other homes only grow (a home refuses a join that does not raise it), also across
- * restarts of this process: start from the wall clock in microseconds' worth of room.
+ * restarts of this process: they start at this run's incarnation number (the node's home epoch, a
+ * Redis INCR) times this much room for the rejoins of one run.
  */
-const startGen = (): number => Date.now() * 1000;
+const GEN_ROOM = 2 ** 24;
 
 function bounded<T>(p: Promise<T>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -136,6 +137,7 @@ export class CacheL1 {
   private opCounter = 0;
   private readonly selfGen = randomGen();
   private stopping = false;
+  private started = false;
   private timer: NodeJS.Timeout | null = null;
   private readonly now: () => number;
 
@@ -145,7 +147,7 @@ export class CacheL1 {
     for (const id of opts.peers) {
       this.links.set(id, {
         id,
-        gen: startGen(),
+        gen: 0,
         epoch: 0,
         joined: false,
         leaseUntil: 0,
@@ -169,16 +171,18 @@ export class CacheL1 {
   }
 
   /** Joins our own home and every other one, then keeps the leases running. */
-  start(): void {
+  /**
+   * Joins our own home and every other one, then keeps the leases running. `incarnation` numbers
+   * this run of the node (strictly greater than any earlier run's).
+   */
+  start(incarnation: number): void {
+    this.started = true;
+    for (const link of this.links.values()) link.gen = incarnation * GEN_ROOM;
+    this.opts.home.lease({ from: this.opts.nodeId, gen: this.selfGen, epoch: 0, op: 'join' });
     for (const id of this.links.keys()) void this.rejoin(id);
     const every = Math.max(10, Math.floor(this.opts.leaseMs / 4));
     this.timer = setInterval(() => this.tick(), every);
     this.timer.unref();
-  }
-
-  /** Our membership at our own home, once the home has its epoch. */
-  joinSelf(): void {
-    this.opts.home.lease({ from: this.opts.nodeId, gen: this.selfGen, epoch: 0, op: 'join' });
   }
 
   private tick(): void {
@@ -293,6 +297,9 @@ export class CacheL1 {
 
   private async joinedLink(home: NodeId): Promise<HomeLink> {
     const link = this.links.get(home)!;
+    if (!this.started) {
+      throw new DssError('unavailable', 'this cache node is starting', { retryAfter: 1 });
+    }
     if (!link.joined) {
       await bounded(this.rejoin(home), this.opts.messageTimeoutMs);
       if (!link.joined) {
@@ -439,27 +446,56 @@ export class CacheL1 {
       throw new DssError('shutting_down', 'this cache node is shutting down', { retryAfter: 1 });
   }
 
+  /** A hit that needs nothing but the L1 (no lease renewal), answered synchronously; else null. */
+  hitNow(key: string): GetResult | null {
+    if (this.stopping) return null;
+    const line = this.l1.get(key);
+    if (line === undefined || !this.servable(line)) return null;
+    this.opts.metrics?.hit();
+    return { key, data: line.data, state: line.state, source: 'l1' };
+  }
+
   async get(key: string): Promise<GetResult> {
     this.checkRunning();
-    const hit = await this.tryHit(key);
+    const hit = this.hitNow(key) ?? (await this.tryHit(key));
     if (hit !== null) return hit;
     this.opts.metrics?.miss();
     return this.runOp(key, async (op) => {
       const line = this.l1.get(key);
       if (line !== undefined && this.servable(line))
         return { key, data: line.data, state: line.state, source: 'l1' };
+      let dropped: Evicting | null = null;
       if (line?.dirty === true) {
         // A dirty line we may not serve (its lease ran out): the home will grant from memory, so
         // memory gets it first. A refusal means the home already gave the line up: that value is
-        // lost, as write-back allows for a node cut off from its home.
-        op.kind = 'local';
-        await this.dropLine(key, line);
+        // lost, as write-back allows for a node cut off from its home. Meanwhile a snoop for the
+        // line waits for the write-back (as for any snoop in progress), then finds it dropped
+        // (as for an eviction): it must not wait for our request, which may queue behind it.
+        dropped = {
+          home: line.home,
+          epoch: line.epoch,
+          gen: line.gen,
+          seq: line.seq,
+          done: Promise.resolve(),
+        };
+        this.evicting.set(key, dropped);
+        const p = this.dropLine(key, line);
+        this.snooping.set(key, p);
+        try {
+          await p;
+        } finally {
+          if (this.snooping.get(key) === p) this.snooping.delete(key);
+        }
       }
-      op.kind = 'request';
-      const { grant, gen } = await this.requestHome(key, 'read_miss');
-      const data = grant.data ?? { present: false };
-      const installed = this.install(key, grant, gen, data, false);
-      return { key, data, state: installed?.state ?? grant.state!, source: grant.source ?? 'memory' };
+      try {
+        op.kind = 'request';
+        const { grant, gen } = await this.requestHome(key, 'read_miss');
+        const data = grant.data ?? { present: false };
+        const installed = this.install(key, grant, gen, data, false);
+        return { key, data, state: installed?.state ?? grant.state!, source: grant.source ?? 'memory' };
+      } finally {
+        if (dropped !== null && this.evicting.get(key) === dropped) this.evicting.delete(key);
+      }
     });
   }
 
@@ -482,7 +518,8 @@ export class CacheL1 {
   /** Writes (or, with present: false, deletes) the key's value. */
   async put(key: string, data: Data): Promise<void> {
     this.checkRunning();
-    const writeThrough = this.opts.writePolicy === 'write-through';
+    // Once stopping, even write-back PUTs go to memory: the final flush may already have run.
+    const writeThrough = (): boolean => this.opts.writePolicy === 'write-through' || this.stopping;
     await this.runOp(key, async (op) => {
       for (let attempt = 0; ; attempt++) {
         for (let s = this.snooping.get(key); s !== undefined; s = this.snooping.get(key))
@@ -492,15 +529,27 @@ export class CacheL1 {
         if (this.servable(line)) {
           // E or M: ours alone, no message needed (what E is for).
           op.kind = 'local';
-          if (writeThrough && !(await this.writeThrough(key, line.token, data))) {
-            if (this.l1.peek(key) === line) this.l1.delete(key);
-            throw new DssError('unavailable', 'this node lost the line to another writer; retry', {
-              retryAfter: 1,
-            });
+          const through = writeThrough();
+          if (through) {
+            let landed: boolean;
+            try {
+              landed = await this.writeThrough(key, line.token, data);
+            } catch (e) {
+              // The write may land later: our copy (older) must go, and the home must hear of it so
+              // its next grant reads memory and raises the fence.
+              this.dropUnwritten(key, line);
+              throw e;
+            }
+            if (!landed) {
+              this.dropUnwritten(key, line);
+              throw new DssError('unavailable', 'this node lost the line to another writer; retry', {
+                retryAfter: 1,
+              });
+            }
           }
           const cur = this.l1.peek(key);
           if (cur !== undefined && cur.seq === line.seq && cur.epoch === line.epoch) {
-            this.l1.insert(key, { ...cur, state: 'M', data, dirty: !writeThrough });
+            this.l1.insert(key, { ...cur, state: 'M', data, dirty: !through });
           }
           return;
         }
@@ -511,7 +560,8 @@ export class CacheL1 {
       }
       op.kind = 'request';
       const { grant, gen } = await this.requestHome(key, 'write');
-      if (writeThrough) {
+      const through = writeThrough();
+      if (through) {
         let landed: boolean;
         try {
           landed = await this.writeThrough(key, grant.token!, data);
@@ -526,8 +576,15 @@ export class CacheL1 {
           });
         }
       }
-      this.install(key, grant, gen, data, !writeThrough);
+      this.install(key, grant, gen, data, !through);
     });
+  }
+
+  /** Drops a clean line whose value may be stale now and tells its home, as for an eviction. */
+  private dropUnwritten(key: string, line: LineRec): void {
+    if (this.l1.peek(key) !== line) return;
+    this.l1.delete(key);
+    this.notifyEvicted(key, line);
   }
 
   /**

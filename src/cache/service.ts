@@ -83,16 +83,17 @@ export class CacheService {
   }
 
   /**
-   * Joins the other homes at once; this node's own home starts once memory hands it an epoch
-   * (retried while Redis is down) and then waits out the leases of its previous run.
+   * Once memory hands this node's home an epoch (retried while Redis is down), joins every home;
+   * this node's own home then waits out the leases of its previous run before granting.
    */
   start(): void {
-    this.l1.start();
     this.starting = (async () => {
       for (let attempt = 0; !this.stopped; attempt++) {
         try {
           await this.home.start();
-          this.l1.joinSelf();
+          // The home's epoch numbers this run of the node: the L1's generations at other homes
+          // start from it, so they exceed every earlier run's.
+          this.l1.start(this.home.currentEpoch);
           this.opts.logger?.info({ epoch: this.home.currentEpoch }, 'cache home started');
           return;
         } catch (err) {
@@ -115,6 +116,11 @@ export class CacheService {
 
   ready(): boolean {
     return this.home.ready();
+  }
+
+  /** A local hit answered without waiting for anything, or null (then use get). */
+  hitNow(key: string): GetResult | null {
+    return this.l1.hitNow(key);
   }
 
   get(key: string): Promise<GetResult> {

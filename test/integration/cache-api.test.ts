@@ -251,7 +251,12 @@ describe('cache API (3 real processes, private Redis, write-back)', () => {
 
   it('with the home frozen, a write fails within a bound and the key works again once it is back', async () => {
     const key = keyHomedAt('node3', 'hz');
-    await put(0, key, 'one');
+    // Right after the partition above heals, a first request may still meet a link being rejoined
+    // (a retryable 503, which the SDK retries): set up the key the way a client would.
+    await waitFor(
+      'the setup write',
+      async () => (await call(urls[0]!, 'PUT', `/cache/${key}`, { value: 'one' })).status === 200,
+    );
     c.pause('node3');
     try {
       const t0 = Date.now();

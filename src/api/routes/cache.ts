@@ -2,6 +2,7 @@
 // every node: one without the cache role answers 421 naming the nodes that have it.
 import type { FastifyPluginCallbackTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import type { GetResult } from '../../cache/l1.js';
 import type { CacheService } from '../../cache/service.js';
 import { DssError } from '../../errors.js';
 import type { ApiContext } from '../context.js';
@@ -10,6 +11,7 @@ import {
   CacheDeleteResponse,
   CacheFlushResponse,
   CacheGetResponse,
+  type CacheGetReply,
   CacheLinesResponse,
   CachePutBody,
   CachePutResponse,
@@ -40,6 +42,10 @@ export function cacheRoutes(deps: CacheRoutesDeps): FastifyPluginCallbackTypebox
       503: ErrorResponse,
       504: ErrorResponse,
     };
+    const answer = (r: GetResult): CacheGetReply => {
+      if (!r.data.present) throw new DssError('not_found', `cache key ${r.key} has no value`);
+      return { key: r.key, value: r.data.value ?? null, state: r.state, source: r.source };
+    };
     const svc = (): CacheService => {
       if (deps.service === null) throw roleNotServed(ctx, 'cache');
       return deps.service;
@@ -56,11 +62,12 @@ export function cacheRoutes(deps: CacheRoutesDeps): FastifyPluginCallbackTypebox
           response: { 200: CacheGetResponse, 404: ErrorResponse, ...errors },
         },
       },
-      async (req) => {
+      (req) => {
         const key = req.params['*'];
-        const r = await svc().get(key);
-        if (!r.data.present) throw new DssError('not_found', `cache key ${key} has no value`);
-        return { key, value: r.data.value ?? null, state: r.state, source: r.source };
+        const s = svc();
+        // Hits (the common case) are answered without a promise in between.
+        const hit = s.hitNow(key);
+        return hit !== null ? answer(hit) : s.get(key).then(answer);
       },
     );
     app.put(

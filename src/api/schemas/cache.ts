@@ -4,14 +4,14 @@
 import { Type, type Static } from 'typebox';
 import { Count, Identifier, JsonValue, NodeIdString } from './common.js';
 
-export const CacheState = Type.Union([
-  Type.Literal('M'),
-  Type.Literal('E'),
-  Type.Literal('S'),
-  Type.Literal('I'),
-]);
+// String enums rather than unions of literals: fast-json-stringify serializes a union by validating
+// the value against each branch, on every response, and a hit is answered in a few microseconds.
+export const CacheState = Type.Unsafe<'M' | 'E' | 'S' | 'I'>({ type: 'string', enum: ['M', 'E', 'S', 'I'] });
 
-export const CacheSource = Type.Union([Type.Literal('l1'), Type.Literal('peer'), Type.Literal('memory')]);
+export const CacheSource = Type.Unsafe<'l1' | 'peer' | 'memory'>({
+  type: 'string',
+  enum: ['l1', 'peer', 'memory'],
+});
 
 export const CacheGetResponse = Type.Object({
   key: Type.String(),
@@ -70,10 +70,10 @@ export type HomeRequestWire = Static<typeof HomeRequestBody>;
 export const HomeGrantResponse = Type.Object({
   epoch: Count,
   seq: Type.Optional(Count),
-  state: Type.Optional(Type.Union([Type.Literal('M'), Type.Literal('E'), Type.Literal('S')])),
+  state: Type.Optional(Type.Unsafe<'M' | 'E' | 'S'>({ type: 'string', enum: ['M', 'E', 'S'] })),
   token: Type.Optional(Token),
   data: Type.Optional(Data),
-  source: Type.Optional(Type.Union([Type.Literal('peer'), Type.Literal('memory')])),
+  source: Type.Optional(Type.Unsafe<'peer' | 'memory'>({ type: 'string', enum: ['peer', 'memory'] })),
 });
 export type HomeGrantWire = Static<typeof HomeGrantResponse>;
 
