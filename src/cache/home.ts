@@ -313,7 +313,10 @@ export class CacheHome {
       if (step.kind === 'invalidate') invalidations.push(run);
       else await run;
     }
-    await Promise.all(invalidations);
+    // Every invalidation settles before the key is released, even when one fails: a late revocation
+    // and fence must not run into the key's next transaction.
+    const settled = await Promise.allSettled(invalidations);
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
 
     // The holders' side of the plan is done; from here the entry is the plan's, minus the requester
     // if it does not get its grant after all.

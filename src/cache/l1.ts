@@ -464,32 +464,13 @@ export class CacheL1 {
       const line = this.l1.get(key);
       if (line !== undefined && this.servable(line))
         return { key, data: line.data, state: line.state, source: 'l1' };
-      let dropped: Evicting | null = null;
-      if (line?.dirty === true) {
-        // A dirty line we may not serve (its lease ran out): the home will grant from memory, so
-        // memory gets it first. A refusal means the home already gave the line up: that value is
-        // lost, as write-back allows for a node cut off from its home. Meanwhile a snoop for the
-        // line waits for the write-back (as for any snoop in progress), then finds it dropped
-        // (as for an eviction): it must not wait for our request, which may queue behind it.
-        dropped = {
-          home: line.home,
-          epoch: line.epoch,
-          gen: line.gen,
-          seq: line.seq,
-          done: Promise.resolve(),
-        };
-        this.evicting.set(key, dropped);
-        const p = this.dropLine(key, line);
-        this.snooping.set(key, p);
-        try {
-          await p;
-        } finally {
-          if (this.snooping.get(key) === p) this.snooping.delete(key);
-        }
-      }
+      const dropped = line?.dirty === true ? await this.dropDirty(key, line) : null;
       try {
         op.kind = 'request';
-        const { grant, gen } = await this.requestHome(key, 'read_miss');
+        const { grant, gen } = await this.requestHome(key, 'read_miss').catch((e: unknown) => {
+          this.dropStale(key);
+          throw e;
+        });
         const data = grant.data ?? { present: false };
         const installed = this.install(key, grant, gen, data, false);
         return { key, data, state: installed?.state ?? grant.state!, source: grant.source ?? 'memory' };
@@ -558,8 +539,19 @@ export class CacheL1 {
         if (link === undefined || !link.joined) break;
         await this.renew(link);
       }
+      const current = this.l1.peek(key);
+      const dropped = current?.dirty === true ? await this.dropDirty(key, current) : null;
       op.kind = 'request';
-      const { grant, gen } = await this.requestHome(key, 'write');
+      let granted: { grant: HomeGrantWire; gen: number };
+      try {
+        granted = await this.requestHome(key, 'write');
+      } catch (e) {
+        this.dropStale(key);
+        throw e;
+      } finally {
+        if (dropped !== null && this.evicting.get(key) === dropped) this.evicting.delete(key);
+      }
+      const { grant, gen } = granted;
       const through = writeThrough();
       if (through) {
         let landed: boolean;
@@ -603,8 +595,49 @@ export class CacheL1 {
     }
   }
 
+  /**
+   * A dirty line we may not serve (its lease ran out) and are about to replace through the home:
+   * memory gets it first. A refusal means the home already gave the line up: that value is lost,
+   * as write-back allows for a node cut off from its home. Meanwhile a snoop for the line waits for
+   * the write-back (as for any snoop in progress), then finds it dropped (as for an eviction): it
+   * must not wait for our request, which may queue behind it. The caller removes the returned
+   * record once its request is answered (the home then lists us under the new grant, or not at all).
+   */
+  private async dropDirty(key: string, line: LineRec): Promise<Evicting> {
+    const dropped: Evicting = {
+      home: line.home,
+      epoch: line.epoch,
+      gen: line.gen,
+      seq: line.seq,
+      done: Promise.resolve(),
+    };
+    this.evicting.set(key, dropped);
+    const p = this.dropLine(key, line);
+    this.snooping.set(key, p);
+    try {
+      await p;
+    } finally {
+      if (this.snooping.get(key) === p) this.snooping.delete(key);
+    }
+    return dropped;
+  }
+
+  /**
+   * After a request for `key` failed, the home may have dropped our listing of the (clean) copy we
+   * still hold — a write is granted by replacing it, a failed transaction keeps it out — and would
+   * no longer invalidate it. So it goes, and the home hears of it as of an eviction.
+   */
+  private dropStale(key: string): void {
+    const old = this.l1.peek(key);
+    if (old === undefined || old.dirty) return;
+    this.l1.delete(key);
+    this.notifyEvicted(key, old);
+  }
+
   /** A grant we will not install: tell the home, as for an eviction, so it stops listing us. */
   private forgetGrant(key: string, grant: HomeGrantWire, gen: number): void {
+    // Any older copy of ours was replaced by this grant at the home: it must not stay servable.
+    this.l1.delete(key);
     this.notifyEvicted(key, {
       state: grant.state!,
       data: { present: false },

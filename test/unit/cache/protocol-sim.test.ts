@@ -1,0 +1,1152 @@
+// In-process simulation of the cache's coherence protocol (SPEC 6) with the real CacheService,
+// CacheHome and CacheL1 of three nodes, and no real I/O:
+// - main memory is a Map with the fencing of scripts/write.lua (a write lands only if its token is
+//   >= the key's fence, lexicographically, and raises the fence) and of scripts/read.lua (a grant's
+//   read raises the fence with it), behind small random delays; home epochs count per node id;
+// - the link between nodes calls the target node's handlers (CacheService.handleRequest /
+//   handleSnoop / handleLease) after small random delays, honours every call's timeoutMs, turns a
+//   handler's error into what HttpCacheLink would give (a DssError with the same code), and can
+//   inject faults: a node FROZEN (nothing it sends or receives moves, its memory calls and its
+//   clients wait, until it thaws: a GC pause or SIGSTOP); a node UNREACHABLE ('unknown': messages
+//   to or from it are lost, or delivered with the answer lost, and the caller times out with an
+//   error that is not a DssError; 'refused': ECONNREFUSED, the message never arrived; 'flaky': a
+//   third of its messages arrive and then the connection resets); a node's MEMORY failing (a call
+//   refused, or applied with its answer lost); a node RESTARTED (its CacheService is dropped without
+//   any goodbye, as by SIGKILL, and a fresh one with a new home epoch takes its place);
+// - clients (three per node) run random get / put / delete on six keys with an L1 capacity of 3,
+//   so that evictions are frequent; every call is recorded with performance.now() around it and the
+//   history is checked with checkLinearizable (test/helpers/linearizability.ts): an error saying
+//   `outcome: 'unknown'` (or a call cut short by a kill) is a pending call, any other failed write
+//   had no effect and is left out, and failed reads are left out;
+// - once the clients have stopped and the cluster is quiet, the L1s are checked against each other,
+//   the homes' directories and memory (see checkInvariants).
+// A broken variant (a link that answers invalidations "not held" without delivering them) proves
+// that the checks can fail. The directed tests at the end replay, step by step, interleavings the
+// random runs found (or could find) in the protocol.
+//
+// Every scenario draws its random choices from a seed (printed; CACHE_SIM_SEED=<n> replays the
+// choices, though real timers still interleave differently from run to run).
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { describe, it, type TestContext } from 'node:test';
+import type {
+  HomeGrantWire,
+  HomeRequestWire,
+  LeaseReplyWire,
+  LeaseWire,
+  SnoopReplyWire,
+  SnoopWire,
+} from '../../../src/api/schemas/cache.js';
+import type { LineRec } from '../../../src/cache/l1.js';
+import type { CacheLink, SnoopKind } from '../../../src/cache/link.js';
+import type { Lru } from '../../../src/cache/lru.js';
+import type { MainMemory } from '../../../src/cache/memory.js';
+import { CacheService } from '../../../src/cache/service.js';
+import { tokenLess, type Data, type Json, type NodeId, type Token } from '../../../src/cache/types.js';
+import type { CacheWritePolicy } from '../../../src/config/index.js';
+import { DssError, isDssError } from '../../../src/errors.js';
+import { createLogger } from '../../../src/log.js';
+import { HashRing } from '../../../src/queue/ring.js';
+import {
+  canonicalJson,
+  checkLinearizable,
+  type CheckResult,
+  type Operation,
+} from '../../helpers/linearizability.js';
+
+const NODES: readonly NodeId[] = ['n1', 'n2', 'n3'];
+const LEASE_MS = 150;
+const CAPACITY = 3;
+const CLIENTS_PER_NODE = 3;
+/** Keys per home node: 6 keys in all, twice the L1 capacity. */
+const KEYS_PER_HOME = 2;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// ------------------------------------------------------------------ seeded randomness
+
+class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0;
+  }
+  /** mulberry32 */
+  next(): number {
+    this.s = (this.s + 0x6d2b79f5) >>> 0;
+    let t = this.s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.next() * xs.length)]!;
+  }
+  fork(): Rng {
+    return new Rng(Math.floor(this.next() * 2 ** 32));
+  }
+}
+
+function seedFor(scenario: number): number {
+  const fixed = process.env.CACHE_SIM_SEED;
+  if (fixed !== undefined && fixed !== '') return (Number(fixed) + scenario) >>> 0;
+  return Math.floor(Math.random() * 2 ** 31);
+}
+
+// ------------------------------------------------------------------ main memory (write.lua semantics)
+
+class Store {
+  /** JSON text per key, as Redis holds it. */
+  readonly values = new Map<string, string>();
+  readonly fences = new Map<string, Token>();
+  private readonly epochs = new Map<string, number>();
+
+  read(key: string): Data {
+    const text = this.values.get(key);
+    return text === undefined ? { present: false } : { present: true, value: JSON.parse(text) as Json };
+  }
+
+  /** read.lua: raises the fence to `token` (never lowers it), then reads. */
+  readAndFence(key: string, token: Token): Data {
+    const current = this.fences.get(key);
+    if (current === undefined || tokenLess(current, token)) this.fences.set(key, [token[0], token[1]]);
+    return this.read(key);
+  }
+
+  /** write.lua: refused (false) below the fence; otherwise raises the fence and applies `op`. */
+  apply(key: string, token: Token, op: 'set' | 'del' | 'fence', text?: string): boolean {
+    const current = this.fences.get(key);
+    if (current !== undefined && tokenLess(token, current)) return false;
+    this.fences.set(key, [token[0], token[1]]);
+    if (op === 'set') this.values.set(key, text!);
+    else if (op === 'del') this.values.delete(key);
+    return true;
+  }
+
+  nextEpoch(nodeId: string): number {
+    const e = (this.epochs.get(nodeId) ?? 0) + 1;
+    this.epochs.set(nodeId, e);
+    return e;
+  }
+}
+
+// ------------------------------------------------------------------ one incarnation of a node
+
+interface Instance {
+  readonly node: NodeId;
+  readonly incarnation: number;
+  svc: CacheService;
+  alive: boolean;
+  /** Resolves when this incarnation is killed. */
+  readonly killed: Promise<void>;
+  kill(): void;
+}
+
+/** What the checks read of an L1 beyond its public surface. */
+interface L1Internals {
+  l1: Lru<LineRec>;
+  servable(line: LineRec): boolean;
+  links: Map<NodeId, { joined: boolean }>;
+}
+const internals = (svc: CacheService): L1Internals => svc.l1 as unknown as L1Internals;
+
+/**
+ * 'unknown': every message to or from the node is lost (or delivered with its answer lost) and the
+ * caller times out; 'refused': the caller gets ECONNREFUSED at once; 'flaky': a third of the messages
+ * are delivered and then the connection resets (ECONNRESET: outcome unknown), the rest go through.
+ */
+type Unreachable = 'unknown' | 'refused' | 'flaky';
+type CallKind = 'request' | 'snoop' | 'lease';
+
+function refusedError(to: NodeId): Error {
+  return Object.assign(new Error(`connect ECONNREFUSED (simulated, ${to})`), { code: 'ECONNREFUSED' });
+}
+
+class SimTimeout extends Error {
+  constructor(to: NodeId, ms: number) {
+    super(`simulated: no answer from ${to} within ${ms} ms`);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** What HttpCacheLink makes of a peer's error answer: the same code, known outcome. */
+function wireError(to: NodeId, e: unknown): DssError {
+  if (isDssError(e)) {
+    return new DssError(e.code, `cache node ${to}: ${e.message}`, { details: { peer_status: e.status } });
+  }
+  return new DssError('internal', `cache node ${to} answered 500: ${String(e)}`, {
+    details: { peer_status: 500 },
+  });
+}
+
+class Sim {
+  readonly ring = new HashRing([...NODES]);
+  readonly store = new Store();
+  private readonly current = new Map<NodeId, Instance>();
+  private readonly frozen = new Map<NodeId, { thawed: Promise<void>; thaw: () => void }>();
+  private readonly unreachable = new Map<NodeId, Unreachable>();
+  private readonly memoryFaults = new Set<NodeId>();
+  private incarnations = 0;
+  /** Broken variant: invalidations are answered "not held" and never delivered. */
+  dropInvalidations = false;
+  /** Directed tests: hold or fail chosen memory calls (see MemoryHook). */
+  memoryHook: MemoryHook | null = null;
+  /** Directed tests: the next request from `from` to `to` is delivered, then the connection resets. */
+  resetNextRequest: { from: NodeId; to: NodeId } | null = null;
+  readonly counters = { messages: 0, lost: 0, refused: 0, resets: 0, timeouts: 0, memoryErrors: 0 };
+  /** What the services count (CacheMetricsSink), summed over nodes. */
+  readonly metrics = { hits: 0, misses: 0, invalidations: 0, writebacks: 0, revocations: 0 };
+  /** Warnings the services log (home gave up on a holder, a dirty value fenced out...), by message. */
+  readonly events = new Map<string, number>();
+
+  constructor(
+    private readonly rng: Rng,
+    readonly policy: CacheWritePolicy,
+    /** How often a memory call takes 10-40 ms (a slow Redis) instead of 0-3 ms. */
+    private readonly slowMemory = 0,
+  ) {}
+
+  async start(): Promise<void> {
+    for (const node of NODES) this.spawn(node);
+    await this.waitReady(5_000);
+  }
+
+  async waitReady(timeoutMs: number): Promise<void> {
+    const until = performance.now() + timeoutMs;
+    for (;;) {
+      const ready = NODES.every((n) => {
+        const svc = this.instance(n).svc;
+        return svc.ready() && [...internals(svc).links.values()].every((l) => l.joined);
+      });
+      if (ready) return;
+      if (performance.now() > until) throw new Error('simulated cluster did not get ready');
+      await sleep(10);
+    }
+  }
+
+  instance(node: NodeId): Instance {
+    return this.current.get(node)!;
+  }
+
+  private spawn(node: NodeId): Instance {
+    let kill!: () => void;
+    const killed = new Promise<void>((r) => (kill = r));
+    const inst: Instance = {
+      node,
+      incarnation: ++this.incarnations,
+      svc: undefined as unknown as CacheService,
+      alive: true,
+      killed,
+      kill: () => {
+        inst.alive = false;
+        kill();
+      },
+    };
+    inst.svc = new CacheService({
+      nodeId: node,
+      ring: this.ring,
+      link: new SimLink(this, inst),
+      memory: new SimMemory(this, inst),
+      capacity: CAPACITY,
+      writePolicy: this.policy,
+      leaseMs: LEASE_MS,
+      metrics: {
+        hit: () => void this.metrics.hits++,
+        miss: () => void this.metrics.misses++,
+        invalidation: () => void this.metrics.invalidations++,
+        writeback: () => void this.metrics.writebacks++,
+        revocation: () => void this.metrics.revocations++,
+        message: () => undefined,
+      },
+      logger: createLogger({
+        level: 'warn',
+        nodeId: node,
+        destination: {
+          write: (text: string) => {
+            const msg = (JSON.parse(text) as { msg?: string }).msg ?? text;
+            this.events.set(msg, (this.events.get(msg) ?? 0) + 1);
+          },
+        },
+      }),
+    });
+    this.current.set(node, inst);
+    inst.svc.start();
+    return inst;
+  }
+
+  /** SIGKILL and restart: the old incarnation vanishes mid-whatever, a fresh one takes its place. */
+  restart(node: NodeId): Instance {
+    const old = this.instance(node);
+    old.kill();
+    // Only to stop its lease timer: everything it would send or write is refused now that it is dead.
+    void old.svc.stop().catch(() => undefined);
+    return this.spawn(node);
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(NODES.map((n) => this.instance(n).svc.stop()));
+  }
+
+  // ---- faults
+
+  freeze(node: NodeId): void {
+    if (this.frozen.has(node)) return;
+    let thaw!: () => void;
+    const thawed = new Promise<void>((r) => (thaw = r));
+    this.frozen.set(node, { thawed, thaw });
+  }
+
+  thaw(node: NodeId): void {
+    const f = this.frozen.get(node);
+    this.frozen.delete(node);
+    f?.thaw();
+  }
+
+  cut(node: NodeId, mode: Unreachable): void {
+    this.unreachable.set(node, mode);
+  }
+
+  heal(node: NodeId): void {
+    this.unreachable.delete(node);
+  }
+
+  clearFaults(): void {
+    for (const n of NODES) {
+      this.thaw(n);
+      this.heal(n);
+    }
+    this.memoryFaults.clear();
+  }
+
+  /** Memory calls of `node` fail now and then, before reaching Redis or with the answer lost. */
+  breakMemory(node: NodeId): void {
+    this.memoryFaults.add(node);
+  }
+
+  fixMemory(node: NodeId): void {
+    this.memoryFaults.delete(node);
+  }
+
+  /** Waits while `node` is frozen. */
+  async unfrozen(node: NodeId): Promise<void> {
+    for (let f = this.frozen.get(node); f !== undefined; f = this.frozen.get(node)) await f.thawed;
+  }
+
+  private cutBetween(a: NodeId, b: NodeId): Unreachable | null {
+    return this.unreachable.get(a) ?? this.unreachable.get(b) ?? null;
+  }
+
+  /** A small random delay: the next turn of the event loop, or 1-3 ms. */
+  delay(): Promise<void> {
+    if (this.rng.chance(0.4)) return new Promise((r) => setImmediate(r));
+    return sleep(this.rng.int(1, 3));
+  }
+
+  memoryDelay(): Promise<void> {
+    if (this.rng.chance(this.slowMemory)) return sleep(this.rng.int(10, 40));
+    return this.delay();
+  }
+
+  // ---- the network
+
+  send<T>(
+    from: Instance,
+    to: NodeId,
+    kind: CallKind,
+    handler: (svc: CacheService) => Promise<T>,
+    timeoutMs: number,
+  ): Promise<T> {
+    this.counters.messages++;
+    // A dead process sends nothing (only its stop() still tries, and must not hang).
+    if (!from.alive) return Promise.reject(refusedError(to));
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const settle = (deliver: () => void): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        // The caller sees the outcome once it runs again. A dead one gets an error, only so that
+        // its leftover code unwinds: nothing it does reaches anyone any more.
+        if (!from.alive) reject(refusedError(to));
+        else
+          void this.unfrozen(from.node).then(() => {
+            if (from.alive) deliver();
+            else reject(refusedError(to));
+          });
+      };
+      const timer = setTimeout(() => {
+        this.counters.timeouts++;
+        settle(() => reject(new SimTimeout(to, timeoutMs)));
+      }, timeoutMs);
+
+      void (async () => {
+        await this.unfrozen(from.node); // a frozen node sends nothing
+        const cut = this.cutBetween(from.node, to);
+        if (cut === 'refused') {
+          this.counters.refused++;
+          await this.delay();
+          settle(() => reject(refusedError(to)));
+          return;
+        }
+        let replyLost = false;
+        if (cut === 'unknown') {
+          this.counters.lost++;
+          if (this.rng.chance(0.5)) return; // the request is lost; the caller times out
+          replyLost = true; // it arrives, the answer does not
+        }
+        let reset = cut === 'flaky' && this.rng.chance(1 / 3);
+        const r = this.resetNextRequest;
+        if (kind === 'request' && r !== null && r.from === from.node && r.to === to) {
+          this.resetNextRequest = null;
+          reset = true;
+        }
+        if (reset) this.counters.resets++;
+        await this.delay();
+        await this.unfrozen(to); // handlers of a frozen node do not run
+        if (!replyLost && this.cutBetween(from.node, to) === 'unknown') return; // lost on the way
+        if (this.cutBetween(from.node, to) === 'refused') {
+          settle(() => reject(refusedError(to))); // never arrived
+          return;
+        }
+        const target = this.instance(to);
+        let outcome: { ok: true; value: T } | { ok: false; error: DssError };
+        try {
+          outcome = { ok: true, value: structuredClone(await handler(target.svc)) };
+        } catch (e) {
+          outcome = { ok: false, error: wireError(to, e) };
+        }
+        if (reset) {
+          settle(() =>
+            reject(Object.assign(new Error('socket hang up (simulated)'), { code: 'ECONNRESET' })),
+          );
+          return;
+        }
+        await this.unfrozen(to);
+        if (!target.alive) return; // the process that was answering died
+        await this.delay();
+        const cutNow = this.cutBetween(from.node, to);
+        if (replyLost || cutNow === 'unknown' || cutNow === 'refused') return; // the answer is lost
+        settle(() => (outcome.ok ? resolve(outcome.value) : reject(outcome.error)));
+      })();
+    });
+  }
+
+  /** One memory call of `inst`: waits while its node is frozen; a dead process reaches nothing. */
+  async memory<T>(inst: Instance, fn: () => T): Promise<T> {
+    if (!inst.alive) throw new Error('simulated: this process is dead');
+    await this.unfrozen(inst.node);
+    if (!inst.alive) throw new Error('simulated: this process is dead');
+    const faulty = this.memoryFaults.has(inst.node);
+    if (faulty && this.rng.chance(0.25)) {
+      this.counters.memoryErrors++;
+      throw memoryError('connection refused');
+    }
+    await this.memoryDelay();
+    const result = fn();
+    await this.memoryDelay();
+    if (faulty && this.rng.chance(0.25)) {
+      this.counters.memoryErrors++;
+      throw memoryError('connection reset: the command ran, its answer is lost');
+    }
+    return result;
+  }
+}
+
+/** What CacheMemory makes of a Redis failure (toDssError). */
+function memoryError(what: string): DssError {
+  return new DssError('unavailable', `Redis unavailable: simulated ${what}`);
+}
+
+class SimLink implements CacheLink {
+  constructor(
+    private readonly sim: Sim,
+    private readonly self: Instance,
+  ) {}
+
+  request(home: NodeId, body: HomeRequestWire, timeoutMs: number): Promise<HomeGrantWire> {
+    const msg = structuredClone(body);
+    return this.sim.send(this.self, home, 'request', (svc) => svc.handleRequest(msg), timeoutMs);
+  }
+
+  snoop(node: NodeId, kind: SnoopKind, body: SnoopWire, timeoutMs: number): Promise<SnoopReplyWire> {
+    if (this.sim.dropInvalidations && kind === 'invalidate') return Promise.resolve({ held: false });
+    const msg = structuredClone(body);
+    return this.sim.send(this.self, node, 'snoop', (svc) => svc.handleSnoop(kind, msg), timeoutMs);
+  }
+
+  lease(home: NodeId, body: LeaseWire, timeoutMs: number): Promise<LeaseReplyWire> {
+    const msg = structuredClone(body);
+    return this.sim.send(this.self, home, 'lease', (svc) => Promise.resolve(svc.handleLease(msg)), timeoutMs);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+type MemoryOp = 'read' | 'write' | 'readAndFence' | 'fence' | 'nextEpoch';
+
+/**
+ * Directed tests: what happens to one memory call of `node`: held until `hold` resolves, and/or
+ * failed before it reaches memory ('before') or after it was applied, its answer lost ('after').
+ */
+type MemoryHook = (
+  node: NodeId,
+  op: MemoryOp,
+  key: string,
+) => { hold?: Promise<void>; fail?: 'before' | 'after' } | null;
+
+class SimMemory implements MainMemory {
+  constructor(
+    private readonly sim: Sim,
+    private readonly self: Instance,
+  ) {}
+
+  private async run<T>(op: MemoryOp, key: string, fn: () => T): Promise<T> {
+    const hook = this.sim.memoryHook?.(this.self.node, op, key) ?? null;
+    if (hook?.hold !== undefined) await hook.hold;
+    if (hook?.fail === 'before') throw memoryError('connection refused');
+    const result = await this.sim.memory(this.self, fn);
+    if (hook?.fail === 'after') throw memoryError('connection reset: the command ran, its answer is lost');
+    return result;
+  }
+
+  read(key: string): Promise<Data> {
+    return this.run('read', key, () => this.sim.store.read(key));
+  }
+
+  write(key: string, token: Token, data: Data): Promise<boolean> {
+    const t: Token = [token[0], token[1]];
+    const text = data.present ? JSON.stringify(data.value ?? null) : undefined;
+    return this.run('write', key, () => this.sim.store.apply(key, t, data.present ? 'set' : 'del', text));
+  }
+
+  readAndFence(key: string, token: Token): Promise<Data> {
+    const t: Token = [token[0], token[1]];
+    return this.run('readAndFence', key, () => this.sim.store.readAndFence(key, t));
+  }
+
+  async fence(key: string, token: Token): Promise<void> {
+    const t: Token = [token[0], token[1]];
+    await this.run('fence', key, () => this.sim.store.apply(key, t, 'fence'));
+  }
+
+  nextEpoch(nodeId: string): Promise<number> {
+    return this.run('nextEpoch', '', () => this.sim.store.nextEpoch(nodeId));
+  }
+}
+
+// ------------------------------------------------------------------ clients and their history
+
+class History {
+  readonly ops: Operation[] = [];
+  readonly stats = {
+    reads: 0,
+    writes: 0,
+    pending: 0,
+    failed: new Map<string, number>(),
+    sources: { l1: 0, peer: 0, memory: 0 },
+  };
+  /** Errors that are not DssErrors: the service should never let one out. */
+  readonly unexpected: string[] = [];
+
+  summary(): string {
+    const failed = [...this.stats.failed].map(([c, n]) => `${c}=${n}`).join(' ');
+    const s = this.stats;
+    return (
+      `reads ${s.reads} (l1 ${s.sources.l1}, peer ${s.sources.peer}, memory ${s.sources.memory}), ` +
+      `writes ${s.writes}, pending ${s.pending}, failed: ${failed || 'none'}`
+    );
+  }
+}
+
+type Outcome =
+  | { t: 'ok'; value: Json | null | undefined; source?: 'l1' | 'peer' | 'memory' }
+  | { t: 'err'; e: unknown }
+  | { t: 'killed' };
+
+async function runClient(
+  sim: Sim,
+  hist: History,
+  name: string,
+  node: NodeId,
+  keys: readonly string[],
+  rng: Rng,
+  opts: { maxOps: number; until: number },
+): Promise<void> {
+  for (let i = 0; i < opts.maxOps && performance.now() < opts.until; i++) {
+    await sim.unfrozen(node); // a client of a frozen node just waits
+    const inst = sim.instance(node);
+    const key = rng.pick(keys);
+    const dice = rng.next();
+    const kind: Operation['kind'] = dice < 0.5 ? 'read' : dice < 0.85 ? 'write' : 'delete';
+    const value = `${name}#${i}`;
+    const invokedAt = performance.now();
+    const call: Promise<Outcome> =
+      kind === 'read'
+        ? inst.svc.get(key).then(
+            (g) => ({ t: 'ok', value: g.data.present ? (g.data.value ?? null) : null, source: g.source }),
+            (e: unknown) => ({ t: 'err', e }),
+          )
+        : inst.svc.put(key, kind === 'write' ? { present: true, value } : { present: false }).then(
+            () => ({ t: 'ok', value: undefined }),
+            (e: unknown) => ({ t: 'err', e }),
+          );
+    // A call on a process that gets killed never answers its client.
+    const out = await Promise.race([call, inst.killed.then((): Outcome => ({ t: 'killed' }))]);
+    const returnedAt = performance.now();
+    const base = { client: name, key, kind, invokedAt, ...(kind === 'write' ? { value } : {}) };
+    if (out.t === 'ok') {
+      if (kind === 'read') {
+        hist.ops.push({ ...base, value: out.value ?? null, returnedAt });
+        hist.stats.reads++;
+        hist.stats.sources[out.source!]++;
+      } else {
+        hist.ops.push({ ...base, returnedAt });
+        hist.stats.writes++;
+      }
+    } else if (out.t === 'killed') {
+      if (kind !== 'read') hist.ops.push({ ...base, returnedAt: null });
+      hist.stats.pending++;
+    } else if (isDssError(out.e)) {
+      if (out.e.details?.outcome === 'unknown') {
+        if (kind !== 'read') hist.ops.push({ ...base, returnedAt: null });
+        hist.stats.pending++;
+      } else {
+        // Known outcome: a failed write had no effect, a failed read says nothing.
+        hist.stats.failed.set(out.e.code, (hist.stats.failed.get(out.e.code) ?? 0) + 1);
+      }
+    } else {
+      hist.unexpected.push(`${kind} of ${key} on ${node}: ${String(out.e)}`);
+      if (kind !== 'read') hist.ops.push({ ...base, returnedAt: null });
+    }
+    if (rng.chance(0.5)) await sim.delay();
+  }
+}
+
+/** Keys with `perHome` of them homed at each node. */
+function pickKeys(ring: HashRing, perHome: number): string[] {
+  const count = new Map<string, number>();
+  const out: string[] = [];
+  for (let i = 0; out.length < perHome * NODES.length; i++) {
+    const key = `key${i}`;
+    const home = ring.owner(key);
+    if ((count.get(home) ?? 0) < perHome) {
+      count.set(home, (count.get(home) ?? 0) + 1);
+      out.push(key);
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ invariants at quiet points
+
+/**
+ * With no call in flight and no fault active: among the lines the L1s may serve (right home epoch,
+ * membership generation and lease), at most one node in M or E per key, never beside an S copy; every
+ * clean line (E and S, and M under write-through) equals memory; every such line is listed by its
+ * home in its role; no L1 holds more than its capacity.
+ */
+function checkInvariants(sim: Sim, keys: readonly string[]): string[] {
+  const problems: string[] = [];
+  const held = new Map<string, Array<{ node: NodeId; line: LineRec }>>();
+  for (const node of NODES) {
+    const l1 = internals(sim.instance(node).svc);
+    if (l1.l1.size > CAPACITY) problems.push(`${node} holds ${l1.l1.size} lines, capacity ${CAPACITY}`);
+    for (const [key, line] of l1.l1.entries()) {
+      if (!l1.servable(line)) continue;
+      let list = held.get(key);
+      if (list === undefined) held.set(key, (list = []));
+      list.push({ node, line });
+    }
+  }
+  for (const key of keys) {
+    const lines = held.get(key) ?? [];
+    const states = lines.map((l) => `${l.node}:${l.line.state}`).join(' ');
+    const exclusive = lines.filter((l) => l.line.state !== 'S');
+    if (exclusive.length > 1) problems.push(`${key}: more than one exclusive copy (${states})`);
+    if (exclusive.length === 1 && lines.length > 1) problems.push(`${key}: M/E beside S (${states})`);
+    const mem = canonicalJson(sim.store.read(key).value ?? null);
+    for (const { node, line } of lines) {
+      const v = canonicalJson(line.data.present ? (line.data.value ?? null) : null);
+      const mayDiffer = line.state === 'M' && sim.policy === 'write-back';
+      if (!mayDiffer && v !== mem) {
+        problems.push(`${key}: ${node} holds ${line.state} ${v} but memory has ${mem}`);
+      }
+      const home = sim.ring.owner(key);
+      const entry = sim
+        .instance(home)
+        .svc.home.directory()
+        .find((e) => e.key === key);
+      const listed = line.state === 'S' ? entry?.sharers.includes(node) === true : entry?.exclusive === node;
+      if (!listed) {
+        problems.push(
+          `${key}: ${node} holds ${line.state} but home ${home} lists ` +
+            `${entry === undefined ? 'nobody' : JSON.stringify(entry)}`,
+        );
+      }
+    }
+  }
+  return problems;
+}
+
+// ------------------------------------------------------------------ scenarios
+
+interface ScenarioOptions {
+  name: string;
+  seed: number;
+  policy: CacheWritePolicy;
+  maxOpsPerClient: number;
+  durationMs: number;
+  faults?: boolean;
+  /** With `faults`: also periods in which a node's memory calls fail. */
+  memoryFaults?: boolean;
+  restarts?: number;
+  dropInvalidations?: boolean;
+  /** Share of memory calls that take 10-40 ms. */
+  slowMemory?: number;
+}
+
+interface ScenarioResult {
+  lin: CheckResult;
+  problems: string[];
+  hist: History;
+  faults: string[];
+  sim: Sim;
+}
+
+async function faultDriver(
+  sim: Sim,
+  rng: Rng,
+  until: number,
+  log: string[],
+  memoryFaults: boolean,
+): Promise<void> {
+  const t0 = performance.now();
+  const at = (): string => `+${Math.round(performance.now() - t0)}ms`;
+  while (performance.now() < until - 150) {
+    await sleep(rng.int(50, 250));
+    const node = rng.pick(NODES);
+    const dice = rng.next();
+    if (memoryFaults && rng.chance(0.4)) {
+      const ms = rng.int(50, 2 * LEASE_MS);
+      log.push(`${at()} memory errors at ${node} ${ms}ms`);
+      sim.breakMemory(node);
+      await sleep(ms);
+      sim.fixMemory(node);
+    } else if (dice < 0.4) {
+      // Frozen shorter than the lease half of the time, longer (the home gives up on it) otherwise.
+      const ms = dice < 0.2 ? rng.int(20, LEASE_MS - 30) : rng.int(LEASE_MS + 50, 4 * LEASE_MS);
+      log.push(`${at()} freeze ${node} ${ms}ms`);
+      sim.freeze(node);
+      await sleep(ms);
+      sim.thaw(node);
+    } else {
+      const mode: Unreachable = dice < 0.6 ? 'unknown' : dice < 0.8 ? 'refused' : 'flaky';
+      const ms = rng.int(LEASE_MS / 2, 4 * LEASE_MS);
+      log.push(`${at()} cut ${node} (${mode}) ${ms}ms`);
+      sim.cut(node, mode);
+      await sleep(ms);
+      sim.heal(node);
+    }
+  }
+}
+
+async function restartDriver(
+  sim: Sim,
+  rng: Rng,
+  count: number,
+  durationMs: number,
+  log: string[],
+): Promise<void> {
+  const order = [...NODES].sort(() => rng.next() - 0.5);
+  for (let i = 0; i < count; i++) {
+    await sleep(durationMs / (count + 1));
+    const node = order[i % order.length]!;
+    log.push(`restart ${node}`);
+    sim.restart(node);
+  }
+}
+
+async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
+  const rng = new Rng(o.seed);
+  const sim = new Sim(rng.fork(), o.policy, o.slowMemory ?? 0);
+  sim.dropInvalidations = o.dropInvalidations ?? false;
+  await sim.start();
+  const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+  const hist = new History();
+  const log: string[] = [];
+  const until = performance.now() + o.durationMs;
+  const tasks: Promise<void>[] = [];
+  for (const node of NODES) {
+    for (let c = 0; c < CLIENTS_PER_NODE; c++) {
+      tasks.push(
+        runClient(sim, hist, `${node}.c${c}`, node, keys, rng.fork(), { maxOps: o.maxOpsPerClient, until }),
+      );
+    }
+  }
+  if (o.faults === true) tasks.push(faultDriver(sim, rng.fork(), until, log, o.memoryFaults ?? false));
+  if (o.restarts !== undefined) tasks.push(restartDriver(sim, rng.fork(), o.restarts, o.durationMs, log));
+  await Promise.all(tasks);
+  sim.clearFaults();
+  // Let eviction notices, rejoins and renewals finish, and the homes of restarted nodes get ready.
+  await sleep(4 * LEASE_MS);
+  await sim.waitReady(5_000);
+  await sleep(2 * LEASE_MS);
+  const problems = checkInvariants(sim, keys);
+  await sim.stopAll();
+  const lin = checkLinearizable(hist.ops, { timeoutMs: 8_000 });
+  return { lin, problems, hist, faults: log, sim };
+}
+
+function explain(o: ScenarioOptions, r: ScenarioResult): string {
+  const lin =
+    r.lin.ok === true
+      ? 'linearizable'
+      : r.lin.ok === 'unknown'
+        ? `checker timed out on ${r.lin.key}`
+        : `NOT linearizable on ${r.lin.key}: ${r.lin.reason}\nwitness:\n${r.lin.witness
+            .map((op) => `  ${JSON.stringify(op)}`)
+            .join('\n')}`;
+  const m = r.sim.metrics;
+  const c = r.sim.counters;
+  const events = [...r.sim.events].map(([msg, n]) => `${msg} x${n}`).join('; ');
+  return [
+    `${o.name}: seed ${o.seed} (CACHE_SIM_SEED to replay the choices)`,
+    r.hist.summary(),
+    `faults: ${r.faults.join(', ') || 'none'}`,
+    `messages ${c.messages} (lost ${c.lost}, refused ${c.refused}, reset ${c.resets}, ` +
+      `timed out ${c.timeouts}), memory errors ${c.memoryErrors}; ` +
+      `hits ${m.hits}, misses ${m.misses}, invalidations ${m.invalidations}, ` +
+      `write-backs ${m.writebacks}, revocations ${m.revocations}`,
+    `logged: ${events || 'nothing'}`,
+    lin,
+    ...r.problems.map((p) => `invariant: ${p}`),
+    ...r.hist.unexpected.map((u) => `unexpected error: ${u}`),
+  ].join('\n');
+}
+
+async function scenario(t: TestContext, o: ScenarioOptions): Promise<void> {
+  const r = await runScenario(o);
+  const text = explain(o, r);
+  t.diagnostic(text.split('\n').slice(0, 5).join(' | '));
+  assert.equal(r.lin.ok, true, text);
+  assert.deepEqual(r.problems, [], text);
+  assert.deepEqual(r.hist.unexpected, [], text);
+  assert.ok(r.hist.stats.reads > 50 && r.hist.stats.writes > 50, `too little got done\n${text}`);
+}
+
+describe('cache protocol simulation (3 nodes in process)', () => {
+  it('1. no faults, write-back', { timeout: 30_000 }, async (t) => {
+    await scenario(t, {
+      name: 'no faults, write-back',
+      seed: seedFor(1),
+      policy: 'write-back',
+      maxOpsPerClient: 60,
+      durationMs: 10_000,
+    });
+  });
+
+  it('2. no faults, write-through', { timeout: 30_000 }, async (t) => {
+    await scenario(t, {
+      name: 'no faults, write-through',
+      seed: seedFor(2),
+      policy: 'write-through',
+      maxOpsPerClient: 60,
+      durationMs: 10_000,
+    });
+  });
+
+  it('3. write-through with freezes and partitions', { timeout: 40_000 }, async (t) => {
+    await scenario(t, {
+      name: 'faults, write-through',
+      seed: seedFor(3),
+      policy: 'write-through',
+      maxOpsPerClient: 400,
+      durationMs: 4_000,
+      faults: true,
+      slowMemory: 0.1,
+    });
+  });
+
+  it('3b. write-through with freezes, partitions and memory errors', { timeout: 40_000 }, async (t) => {
+    await scenario(t, {
+      name: 'faults and memory errors, write-through',
+      seed: seedFor(8),
+      policy: 'write-through',
+      maxOpsPerClient: 400,
+      durationMs: 4_000,
+      faults: true,
+      memoryFaults: true,
+      slowMemory: 0.1,
+    });
+  });
+
+  it('4. write-through with home restarts', { timeout: 40_000 }, async (t) => {
+    await scenario(t, {
+      name: 'restarts, write-through',
+      seed: seedFor(4),
+      policy: 'write-through',
+      maxOpsPerClient: 400,
+      durationMs: 3_000,
+      restarts: 2,
+      slowMemory: 0.1,
+    });
+  });
+
+  it('a link that drops invalidations is caught', { timeout: 30_000 }, async (t) => {
+    // The same run as scenario 1, but invalidations never arrive: stale copies survive writes.
+    const o: ScenarioOptions = {
+      name: 'broken link (invalidations dropped), write-back',
+      seed: seedFor(5),
+      policy: 'write-back',
+      maxOpsPerClient: 60,
+      durationMs: 10_000,
+      dropInvalidations: true,
+    };
+    const r = await runScenario(o);
+    const text = explain(o, r);
+    t.diagnostic(text.split('\n').slice(0, 6).join(' | '));
+    assert.ok(r.lin.ok === false || r.problems.length > 0, `the broken link went unnoticed\n${text}`);
+  });
+
+  it('a write-through PUT whose memory write races a rejoin of its node', { timeout: 30_000 }, async () => {
+    // X holds the grant of a PUT of k and its memory write is on the way (held here); a request of X
+    // to k's home H then loses its answer (connection reset), so X rejoins H under a new generation
+    // and H no longer counts X's grant. R reads k from H meanwhile; then X's write arrives. Either
+    // the write lands and R sees it, or it is refused and the PUT fails: R must never keep serving
+    // the value from before a PUT that succeeded.
+    const sim = new Sim(new Rng(seedFor(6)), 'write-through');
+    await sim.start();
+    const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+    const k = keys[0]!;
+    const h = sim.ring.owner(k);
+    const k2 = keys.find((key) => key !== k && sim.ring.owner(key) === h)!;
+    const x = NODES.find((n) => n !== h)!;
+    const r = NODES.find((n) => n !== h && n !== x)!;
+    const ops: Operation[] = [];
+    const record = async (client: NodeId, kind: 'read' | 'write', value?: string): Promise<void> => {
+      const invokedAt = performance.now();
+      try {
+        if (kind === 'read') {
+          const g = await sim.instance(client).svc.get(k);
+          const v = g.data.present ? (g.data.value ?? null) : null;
+          ops.push({ client, key: k, kind, value: v, invokedAt, returnedAt: performance.now() });
+        } else {
+          await sim.instance(client).svc.put(k, { present: true, value: value! });
+          ops.push({ client, key: k, kind, value: value!, invokedAt, returnedAt: performance.now() });
+        }
+      } catch (e) {
+        // Known outcomes only here (no fault leaves one open): a failed call had no effect.
+        assert.ok(isDssError(e) && e.details?.outcome !== 'unknown', String(e));
+      }
+    };
+
+    let release!: () => void;
+    let signalHeld!: () => void;
+    const held = new Promise<void>((resolve) => (signalHeld = resolve));
+    sim.memoryHook = (node, op, key) => {
+      if (node !== x || op !== 'write' || key !== k) return null;
+      signalHeld();
+      return { hold: new Promise<void>((resolve) => (release = resolve)) };
+    };
+    const put = record(x, 'write', 'v1');
+    await held;
+    sim.memoryHook = null;
+    sim.resetNextRequest = { from: x, to: h };
+    await sim
+      .instance(x)
+      .svc.get(k2)
+      .then(
+        () => assert.fail('the reset request should have failed'),
+        () => undefined,
+      );
+    const link = internals(sim.instance(x).svc).links.get(h)!;
+    for (let i = 0; !link.joined; i++) {
+      assert.ok(i < 200, `${x} did not rejoin ${h}`);
+      await sleep(5);
+    }
+    await record(r, 'read');
+    release();
+    await put;
+    await record(r, 'read');
+    await sleep(2 * LEASE_MS);
+    const problems = checkInvariants(sim, keys);
+    await sim.stopAll();
+    const lin = checkLinearizable(ops);
+    const story = `writer ${x}, home ${h}, reader ${r}\n${ops.map((op) => JSON.stringify(op)).join('\n')}`;
+    assert.equal(lin.ok, true, `${lin.ok === false ? lin.reason : ''}\n${story}`);
+    assert.deepEqual(problems, [], story);
+  });
+
+  it(
+    'a write-through PUT on an E line whose memory write lands but its answer is lost',
+    { timeout: 30_000 },
+    async () => {
+      // X holds k in E and PUTs v1; memory applies the write, but the answer is lost, so the PUT fails
+      // with outcome unknown (it may have taken effect). Once anyone has read v1, nobody may read the
+      // older value again. R reads k (X supplies its line: X and R both in S), then the home H reads k
+      // while the sharer it asks for data is cut off: H gives up on that one and reads memory (v1);
+      // the other sharer still serves its copy.
+      const sim = new Sim(new Rng(seedFor(7)), 'write-through');
+      await sim.start();
+      const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+      const k = keys[0]!;
+      const h = sim.ring.owner(k);
+      const [x, r] = NODES.filter((n) => n !== h) as [NodeId, NodeId];
+      const supplier = x < r ? x : r; // the plan asks the sharer with the smallest id
+      const other = supplier === x ? r : x;
+      const ops: Operation[] = [];
+      const read = async (client: NodeId): Promise<void> => {
+        const invokedAt = performance.now();
+        const g = await sim.instance(client).svc.get(k);
+        const value = g.data.present ? (g.data.value ?? null) : null;
+        ops.push({ client, key: k, kind: 'read', value, invokedAt, returnedAt: performance.now() });
+      };
+
+      await read(x); // E at x
+      const invokedAt = performance.now();
+      sim.memoryHook = (node, op, key) => {
+        if (node !== x || op !== 'write' || key !== k) return null;
+        sim.memoryHook = null;
+        return { fail: 'after' };
+      };
+      const err = await sim
+        .instance(x)
+        .svc.put(k, { present: true, value: 'v1' })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      assert.ok(
+        isDssError(err) && err.details?.outcome === 'unknown',
+        `expected an unknown outcome: ${String(err)}`,
+      );
+      ops.push({ client: x, key: k, kind: 'write', value: 'v1', invokedAt, returnedAt: null });
+      await read(x);
+      await read(r); // x and r in S
+      sim.cut(supplier, 'refused');
+      await read(h);
+      await read(other);
+      sim.heal(supplier);
+      await sleep(2 * LEASE_MS);
+      const problems = checkInvariants(sim, keys);
+      await sim.stopAll();
+      const lin = checkLinearizable(ops);
+      const story = `holder ${x}, reader ${r}, home ${h}\n${ops.map((op) => JSON.stringify(op)).join('\n')}`;
+      assert.equal(lin.ok, true, `${lin.ok === false ? lin.reason : ''}\n${story}`);
+      assert.deepEqual(problems, [], story);
+    },
+  );
+
+  it('a write-through PUT from an S copy whose memory write fails', { timeout: 30_000 }, async () => {
+    // X and R share k in S. X PUTs v1: the home invalidates R and grants X the line in M, but the
+    // memory write fails before reaching memory (outcome unknown to X), so X hands the grant back.
+    // Then the home H writes v2. A later read at X must not return the value from before v2.
+    const sim = new Sim(new Rng(seedFor(9)), 'write-through');
+    await sim.start();
+    const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+    const k = keys[0]!;
+    const h = sim.ring.owner(k);
+    const [x, r] = NODES.filter((n) => n !== h) as [NodeId, NodeId];
+    const ops: Operation[] = [];
+    const read = async (client: NodeId): Promise<void> => {
+      const invokedAt = performance.now();
+      const g = await sim.instance(client).svc.get(k);
+      const value = g.data.present ? (g.data.value ?? null) : null;
+      ops.push({ client, key: k, kind: 'read', value, invokedAt, returnedAt: performance.now() });
+    };
+
+    await read(x);
+    await read(r); // x and r in S
+    sim.memoryHook = (node, op, key) => {
+      if (node !== x || op !== 'write' || key !== k) return null;
+      sim.memoryHook = null;
+      return { fail: 'before' };
+    };
+    let invokedAt = performance.now();
+    const err = await sim
+      .instance(x)
+      .svc.put(k, { present: true, value: 'v1' })
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    assert.ok(
+      isDssError(err) && err.details?.outcome === 'unknown',
+      `expected an unknown outcome: ${String(err)}`,
+    );
+    ops.push({ client: x, key: k, kind: 'write', value: 'v1', invokedAt, returnedAt: null });
+    await sleep(20); // the grant handed back reaches the home
+    invokedAt = performance.now();
+    await sim.instance(h).svc.put(k, { present: true, value: 'v2' });
+    ops.push({ client: h, key: k, kind: 'write', value: 'v2', invokedAt, returnedAt: performance.now() });
+    await read(x);
+    await sleep(2 * LEASE_MS);
+    const problems = checkInvariants(sim, keys);
+    await sim.stopAll();
+    const lin = checkLinearizable(ops);
+    const story = `writer ${x}, sharer ${r}, home ${h}\n${ops.map((op) => JSON.stringify(op)).join('\n')}`;
+    assert.equal(lin.ok, true, `${lin.ok === false ? lin.reason : ''}\n${story}`);
+    assert.deepEqual(problems, [], story);
+  });
+
+  it(
+    'a PUT from an S copy whose transaction runs past its deadline at the home',
+    { timeout: 30_000 },
+    async () => {
+      // X and R share k in S. X PUTs v1. The home H must invalidate R, which is frozen: H gives up on
+      // R, waits out its lease and raises k's fence, and that memory call is slow (Redis stalls), so
+      // the transaction runs past its deadline and H answers X with a timeout: X's PUT failed and had
+      // no effect. R thaws; H writes v2. A later read at X must not return the value from before v2.
+      const sim = new Sim(new Rng(seedFor(10)), 'write-through');
+      await sim.start();
+      const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+      const k = keys[0]!;
+      const h = sim.ring.owner(k);
+      const [x, r] = NODES.filter((n) => n !== h) as [NodeId, NodeId];
+      const ops: Operation[] = [];
+      const read = async (client: NodeId): Promise<void> => {
+        const invokedAt = performance.now();
+        const g = await sim.instance(client).svc.get(k);
+        const value = g.data.present ? (g.data.value ?? null) : null;
+        ops.push({ client, key: k, kind: 'read', value, invokedAt, returnedAt: performance.now() });
+      };
+
+      await read(x);
+      await read(r); // x and r in S
+      sim.freeze(r);
+      sim.memoryHook = (node, op, key) => {
+        if (node !== h || op !== 'fence' || key !== k) return null;
+        sim.memoryHook = null;
+        return { hold: sleep(1_700) };
+      };
+      const err = await sim
+        .instance(x)
+        .svc.put(k, { present: true, value: 'v1' })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      // A known outcome: the PUT had no effect, so it is left out of the history.
+      assert.ok(isDssError(err) && err.code === 'timeout', `expected the home's timeout: ${String(err)}`);
+      sim.thaw(r);
+      const invokedAt = performance.now();
+      await sim.instance(h).svc.put(k, { present: true, value: 'v2' });
+      ops.push({ client: h, key: k, kind: 'write', value: 'v2', invokedAt, returnedAt: performance.now() });
+      await read(x);
+      await sleep(2 * LEASE_MS);
+      const problems = checkInvariants(sim, keys);
+      await sim.stopAll();
+      const lin = checkLinearizable(ops);
+      const story = `writer ${x}, sharer ${r}, home ${h}\n${ops.map((op) => JSON.stringify(op)).join('\n')}`;
+      assert.equal(lin.ok, true, `${lin.ok === false ? lin.reason : ''}\n${story}`);
+      assert.deepEqual(problems, [], story);
+    },
+  );
+});
