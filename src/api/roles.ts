@@ -25,16 +25,14 @@ export function assertRole(view: RoleView, role: NodeRole): void {
 }
 
 /**
- * Route-level onRequest hook: `{ onRequest: requireRole(ctx, 'queue') }`. It runs before the body
- * is read, so a misdirected request costs no parsing.
+ * Route-level onRequest hooks: `{ onRequest: requireRole(ctx, 'queue') }`. They run before the body
+ * is read, so a misdirected request costs no parsing. A node that serves the role gets no hook at
+ * all (an empty list): the hot paths (cache hits) pay nothing for the check.
  */
 export function requireRole(
   view: RoleView,
   role: NodeRole,
-): (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void {
-  const served = view.roles.includes(role);
-  return (_request, _reply, done) => {
-    if (served) done();
-    else done(roleNotServed(view, role));
-  };
+): Array<(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void> {
+  if (view.roles.includes(role)) return [];
+  return [(_request, _reply, done) => done(roleNotServed(view, role))];
 }

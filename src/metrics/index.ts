@@ -148,7 +148,19 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     bindCache(lines: () => Record<'M' | 'E' | 'S', number>, capacity: number): CacheMetricsSink {
       const counter = (name: string, help: string): Counter =>
         new Counter({ name, help, registers: [registry] });
-      const hits = counter('cache_hits_total', "Reads served from this node's L1 (no message, no Redis)");
+      // Hits are counted in a plain number and handed to prom-client at scrape time: a hit costs a
+      // few microseconds, and Counter.inc() a noticeable share of that.
+      let hitCount = 0;
+      let hitsSeen = 0;
+      new Counter({
+        name: 'cache_hits_total',
+        help: "Reads served from this node's L1 (no message, no Redis)",
+        registers: [registry],
+        collect() {
+          if (hitCount > hitsSeen) this.inc(hitCount - hitsSeen);
+          hitsSeen = hitCount;
+        },
+      });
       const misses = counter('cache_misses_total', "Reads that went to the key's home (a peer or memory)");
       const invalidations = counter(
         'cache_invalidations_total',
@@ -182,7 +194,9 @@ export function createMetrics(opts: MetricsOptions): Metrics {
         registers: [registry],
       }).set(capacity);
       return {
-        hit: () => hits.inc(),
+        hit: () => {
+          hitCount++;
+        },
         miss: () => misses.inc(),
         invalidation: () => invalidations.inc(),
         writeback: () => writebacks.inc(),
