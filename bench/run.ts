@@ -1,4 +1,4 @@
-// Benchmark runner: `npm run bench [-- raft-failover raft-throughput lock lock-memory queue ...]`. Prints results and
+// Benchmark runner: `npm run bench [-- raft-failover raft-throughput lock lock-memory queue cache ...]`. Prints results and
 // rewrites this run's sections of docs/BENCHMARKS.md (machine and command included).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -183,6 +183,24 @@ const suites: Record<string, () => Promise<void>> = {
       }),
     );
   },
+  cache: async () => {
+    // Loaded here, like the queue suite.
+    const { cacheBench, cacheSection, hitMarkdown, hitTargets, opMarkdown, opTargets } =
+      await import('./cache.js');
+    const seconds = Number(process.env.BENCH_CACHE_SECONDS ?? process.env.BENCH_SECONDS ?? 10);
+    const rev = revision();
+    const r = await cacheBench(seconds);
+    console.log(`${hitMarkdown(r)}\n\n${hitTargets(r)}\n\n${opMarkdown(r)}\n\n${opTargets(r)}`);
+    writeSection(
+      'cache',
+      cacheSection(r, {
+        date: new Date().toISOString().slice(0, 10),
+        machine: machine(),
+        seconds,
+        revision: rev,
+      }),
+    );
+  },
 };
 
 const wanted = process.argv.slice(2);
@@ -197,3 +215,5 @@ try {
 } finally {
   await closeBench();
 }
+// A client library's keep-alive socket or timer must not keep a finished run alive.
+process.exit(process.exitCode ?? 0);
