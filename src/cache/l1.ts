@@ -24,7 +24,7 @@ import type { CacheHome } from './home.js';
 import type { CacheLink, SnoopKind } from './link.js';
 import { Lru } from './lru.js';
 import type { MainMemory } from './memory.js';
-import type { Data, HeldState, Json, NodeId, Token } from './types.js';
+import type { Data, HeldState, NodeId, Token } from './types.js';
 
 export interface LineRec {
   readonly state: HeldState;
@@ -876,5 +876,3 @@ export class CacheL1 {
     return { held: true, data: line.data };
   }
 }
-
-export type { Json };

@@ -14,7 +14,7 @@ export const memKey = (key: string): string => `dss:mem:${key}`;
 export const fenceKey = (key: string): string => `dss:fence:{dss:mem:${key}}`;
 const epochKey = (nodeId: string): string => `dss:cache:epoch:${nodeId}`;
 
-type WriteCommand = (keys: readonly string[], args: readonly (string | number)[]) => Promise<unknown>;
+type ScriptCommand = (keys: readonly string[], args: readonly (string | number)[]) => Promise<unknown>;
 
 function loadScript(name: string): string {
   const candidates = [
@@ -38,7 +38,6 @@ function decode(text: string): Data {
 
 /** What the cache needs of main memory; tests substitute an in-process one. */
 export interface MainMemory {
-  read(key: string): Promise<Data>;
   write(key: string, token: Token, data: Data): Promise<boolean>;
   /** Raises the key's fence to `token` (never lowers it) and reads the value, atomically. */
   readAndFence(key: string, token: Token): Promise<Data>;
@@ -47,30 +46,19 @@ export interface MainMemory {
 }
 
 export class CacheMemory implements MainMemory {
-  private readonly writeCmd: WriteCommand;
-  private readonly readCmd: WriteCommand;
+  private readonly writeCmd: ScriptCommand;
+  private readonly readCmd: ScriptCommand;
 
   constructor(private readonly redis: RedisClient) {
     scripts ??= { write: loadScript('write'), read: loadScript('read') };
-    const client = redis as unknown as Record<string, WriteCommand | undefined>;
+    const client = redis as unknown as Record<string, ScriptCommand | undefined>;
     if (client.dssCacheWrite === undefined) {
       redis.defineCommand('dssCacheWrite', { numberOfKeys: 2, lua: scripts.write });
       redis.defineCommand('dssCacheRead', { numberOfKeys: 2, lua: scripts.read });
     }
-    const cmds = redis as unknown as Record<'dssCacheWrite' | 'dssCacheRead', WriteCommand>;
+    const cmds = redis as unknown as Record<'dssCacheWrite' | 'dssCacheRead', ScriptCommand>;
     this.writeCmd = (keys, args) => cmds.dssCacheWrite(keys, args);
     this.readCmd = (keys, args) => cmds.dssCacheRead(keys, args);
-  }
-
-  /** The key's value in memory. Throws DssError `unavailable` when Redis is. */
-  async read(key: string): Promise<Data> {
-    let text: string | null;
-    try {
-      text = await this.redis.get(memKey(key));
-    } catch (e) {
-      throw toDssError(e);
-    }
-    return text === null ? { present: false } : decode(text);
   }
 
   async readAndFence(key: string, token: Token): Promise<Data> {

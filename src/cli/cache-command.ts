@@ -15,12 +15,7 @@ import {
   type CachePutResult,
 } from '../client/index.js';
 import { table } from './format.js';
-import { formatError, readStdin, type CliOutput } from './queue-command.js';
-
-interface GlobalOptions {
-  url: string;
-  token?: string;
-}
+import { formatError, readStdin, run as runWith, type CliOutput } from './queue-command.js';
 
 /** Input the command refuses before sending anything: exit code 2. */
 export class BadInputError extends Error {
@@ -95,21 +90,8 @@ export function formatCacheError(e: unknown, json: boolean): CliOutput {
   return e instanceof BadInputError ? { ...out, exitCode: 2 } : out;
 }
 
-async function run(cmd: Command, json: boolean, call: (c: DssClient) => Promise<CliOutput>): Promise<void> {
-  const g = cmd.optsWithGlobals<GlobalOptions>();
-  const client = new DssClient({ urls: [g.url], ...(g.token ? { token: g.token } : {}) });
-  let out: CliOutput;
-  try {
-    out = await call(client);
-  } catch (e) {
-    out = formatCacheError(e, json);
-  } finally {
-    await client.close();
-  }
-  if (out.stdout !== '') process.stdout.write(out.stdout);
-  if (out.stderr !== '') process.stderr.write(out.stderr);
-  if (out.exitCode !== 0) process.exitCode = out.exitCode;
-}
+const runCache = (cmd: Command, json: boolean, call: (c: DssClient) => Promise<CliOutput>): Promise<void> =>
+  runWith(cmd, json, call, formatCacheError);
 
 export function cacheCommand(): Command {
   const cache = new Command('cache').description(
@@ -120,7 +102,7 @@ export function cacheCommand(): Command {
     .description('print the value as JSON (exit 1 when the key is missing)')
     .option('--json', 'print {key, value, state, source}', false)
     .action(async (key: string, o: { json: boolean }, cmd: Command) =>
-      run(cmd, o.json, async (c) => formatGet(key, await c.cache.get(checkKey(key)), o.json)),
+      runCache(cmd, o.json, async (c) => formatGet(key, await c.cache.get(checkKey(key)), o.json)),
     );
   cache
     .command('put <key> <value>')
@@ -128,7 +110,7 @@ export function cacheCommand(): Command {
     .option('--text', 'store the argument as a plain string instead of parsing JSON', false)
     .option('--json', 'print JSON', false)
     .action(async (key: string, text: string, o: { text: boolean; json: boolean }, cmd: Command) =>
-      run(cmd, o.json, async (c) => {
+      runCache(cmd, o.json, async (c) => {
         checkKey(key);
         const raw = text === '-' ? (await readStdin()).replace(/\r?\n$/, '') : text;
         return formatPut(await c.cache.put(key, parseCacheValue(raw, o.text)), o.json);
@@ -140,21 +122,21 @@ export function cacheCommand(): Command {
     .description('delete a key')
     .option('--json', 'print JSON', false)
     .action(async (key: string, o: { json: boolean }, cmd: Command) =>
-      run(cmd, o.json, async (c) => formatDelete(key, await c.cache.delete(checkKey(key)), o.json)),
+      runCache(cmd, o.json, async (c) => formatDelete(key, await c.cache.delete(checkKey(key)), o.json)),
     );
   cache
     .command('lines')
     .description('the L1 lines of the node at --url and their MESI states')
     .option('--json', 'print JSON', false)
     .action(async (o: { json: boolean }, cmd: Command) =>
-      run(cmd, o.json, async (c) => formatLines(await c.cache.lines(), o.json)),
+      runCache(cmd, o.json, async (c) => formatLines(await c.cache.lines(), o.json)),
     );
   cache
     .command('flush')
     .description('write the modified (M) lines of the node at --url back to Redis')
     .option('--json', 'print JSON', false)
     .action(async (o: { json: boolean }, cmd: Command) =>
-      run(cmd, o.json, async (c) => formatFlush(await c.cache.flush(), o.json)),
+      runCache(cmd, o.json, async (c) => formatFlush(await c.cache.flush(), o.json)),
     );
   return cache;
 }

@@ -124,14 +124,20 @@ export async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-async function run(cmd: Command, json: boolean, call: (c: DssClient) => Promise<CliOutput>): Promise<void> {
+/** Runs one command against the node at --url and prints its output (shared by `dss cache`). */
+export async function run(
+  cmd: Command,
+  json: boolean,
+  call: (c: DssClient) => Promise<CliOutput>,
+  onError: (e: unknown, json: boolean) => CliOutput = formatError,
+): Promise<void> {
   const g = cmd.optsWithGlobals<GlobalOptions>();
   const client = new DssClient({ urls: [g.url], ...(g.token ? { token: g.token } : {}) });
   let out: CliOutput;
   try {
     out = await call(client);
   } catch (e) {
-    out = formatError(e, json);
+    out = onError(e, json);
   } finally {
     await client.close();
   }
