@@ -1,6 +1,6 @@
 // Role guard (SPEC 1.1): a request for a role this node does not run gets 421 role_not_served naming
 // the nodes that do, so clients (and the SDK) can go there instead.
-import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import type { FastifyPluginCallback, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { ClusterMember, NodeRole } from '../config/index.js';
 import { DssError } from '../errors.js';
 
@@ -35,4 +35,23 @@ export function requireRole(
 ): Array<(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void> {
   if (view.roles.includes(role)) return [];
   return [(_request, _reply, done) => done(roleNotServed(view, role))];
+}
+
+/**
+ * Routes of a role this node does not run answer 421 instead of 404, whatever the method or path
+ * under the role's prefix, so a client pointed at the wrong node learns where to go. The service's
+ * real routes are not registered on such a node, so these wildcards never shadow them.
+ */
+export function roleNotServedRoutes(
+  role: NodeRole,
+  prefix: string,
+): FastifyPluginCallback<{ ctx: RoleView }> {
+  return (app, { ctx }, done) => {
+    const refuse = (): never => {
+      throw roleNotServed(ctx, role);
+    };
+    app.all(prefix, { schema: { hide: true } }, refuse);
+    app.all(`${prefix}/*`, { schema: { hide: true } }, refuse);
+    done();
+  };
 }

@@ -29,6 +29,7 @@ import { QueueRouter } from '../queue/router.js';
 import { QueueService } from '../queue/service.js';
 import { QueueStore, type RedisClient } from '../queue/store.js';
 import { cacheRoutes } from '../api/routes/cache.js';
+import { roleNotServedRoutes } from '../api/roles.js';
 import { HttpCacheLink } from '../cache/link.js';
 import { CacheMemory } from '../cache/memory.js';
 import { CacheService } from '../cache/service.js';
@@ -352,6 +353,9 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       statusSections.cache = () => cacheService.status();
     }
     plugins.push(cacheRoutes({ service: cache }));
+    // The cache routes answer 421 themselves; locks and queues register nothing without their role.
+    if (!config.roles.includes('lock')) plugins.push(roleNotServedRoutes('lock', '/lock'));
+    if (!config.roles.includes('queue')) plugins.push(roleNotServedRoutes('queue', '/queue'));
     // The cache benchmark's comparison routes (a constant, one Redis GET), on any node with Redis.
     if (config.testHooks && redis !== null) plugins.push(benchHookRoutes({ redis }));
 
