@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { DssError } from '../errors.js';
 import type { Json, RaftStatus, StateMachine } from '../raft/types.js';
 import type { Grant, Hold, LockCommand, LockMode, LockResult, LockState } from './types.js';
+import { anchoredWallClock } from '../clock.js';
 
 /** What the service needs from the replicated lock table (src/lock/table.ts). */
 export interface LockTableApi extends StateMachine {
@@ -106,7 +107,7 @@ export class LockService {
   constructor(opts: LockServiceOptions) {
     this.opts = opts;
     this.table = opts.table;
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? anchoredWallClock();
     this.stateMachine = {
       apply: (command, index, term) => {
         const result = this.table.apply(command, index, term);

@@ -46,7 +46,7 @@ export class PeerProber implements PeerReachability {
   /** Reachable when a probe succeeded within the last two intervals (one missed probe is tolerated). */
   isReachable(id: NodeId): boolean {
     const at = this.lastOk.get(id);
-    return at !== undefined && Date.now() - at <= 2 * this.intervalMs + this.timeoutMs;
+    return at !== undefined && performance.now() - at <= 2 * this.intervalMs + this.timeoutMs;
   }
 
   async stop(): Promise<void> {
@@ -70,7 +70,7 @@ export class PeerProber implements PeerReachability {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
       await res.body.dump();
-      if (res.statusCode === 200) this.lastOk.set(peer.id, Date.now());
+      if (res.statusCode === 200) this.lastOk.set(peer.id, performance.now());
       else this.lastOk.delete(peer.id);
     } catch {
       this.lastOk.delete(peer.id);

@@ -178,7 +178,7 @@ export class RaftNode {
   /** Peers heard from within an election timeout; self always included. */
   reachablePeers(): Set<NodeId> {
     const out = new Set<NodeId>([this.opts.id]);
-    const now = Date.now();
+    const now = performance.now();
     for (const [id, at] of this.lastHeard) if (now - at <= this.opts.electionTimeoutMaxMs) out.add(id);
     return out;
   }
@@ -188,7 +188,7 @@ export class RaftNode {
     const core = this.requireRunning();
     const peer = msgs[0]?.from;
     if (peer === undefined) return Promise.resolve([]);
-    this.lastHeard.set(peer, Date.now());
+    this.lastHeard.set(peer, performance.now());
     for (const m of msgs) core.step(m);
     const target = this.readyCount + 1;
     return new Promise((resolve) => {
@@ -227,8 +227,8 @@ export class RaftNode {
     const target = peers[0];
     if (target === undefined || !core.transferLeadership(target)) return false;
     this.kick();
-    const deadline = Date.now() + this.opts.electionTimeoutMinMs;
-    while (Date.now() < deadline && core.status().role === 'leader') {
+    const deadline = performance.now() + this.opts.electionTimeoutMinMs;
+    while (performance.now() < deadline && core.status().role === 'leader') {
       await new Promise((r) => setTimeout(r, this.tickMs));
     }
     return core.status().role !== 'leader';
@@ -513,7 +513,7 @@ export class RaftNode {
 
   private onResponses(peer: NodeId, resps: ResponseMessage[]): void {
     if (!this.running || !this.core) return;
-    this.lastHeard.set(peer, Date.now());
+    this.lastHeard.set(peer, performance.now());
     for (const r of resps) this.core.step(r);
     this.kick();
   }
