@@ -14,7 +14,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { ClusterMember, NodeRole } from '../config/index.js';
 import { DssError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics/index.js';
+import { UNMATCHED_ROUTE, type Metrics } from '../metrics/index.js';
 import { createAuthCheck } from './auth.js';
 import type {
   ApiContext,
@@ -130,8 +130,11 @@ export async function buildServer(opts: BuildServerOptions): Promise<DssApp> {
 
   app.addHook('onResponse', (request, reply, done) => {
     const method = KNOWN_METHODS.has(request.method) ? request.method : 'OTHER';
+    // The route pattern (`/cache/*`, never the key) keeps the label bounded; requests that matched
+    // no route (404, 405, unparsable URLs) share one value instead of their URL.
+    const route = request.routeOptions.url ?? UNMATCHED_ROUTE;
     opts.metrics.httpDuration.observe(
-      { method, route: request.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) },
+      { method, route, status_code: String(reply.statusCode) },
       reply.elapsedTime / 1000,
     );
     done();

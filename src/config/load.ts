@@ -149,6 +149,13 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
         max: 600_000,
       }),
     },
+    metrics: {
+      maxQueues: parseNumber('METRICS_MAX_QUEUES', get('METRICS_MAX_QUEUES'), 50, {
+        integer: true,
+        min: 0,
+        max: 10_000,
+      }),
+    },
     dataDir: get('DATA_DIR')?.trim() ?? `./data/${nodeId}`,
     clusterSecret: get('CLUSTER_SECRET')?.trim() ?? null,
     apiTokens: apiTokens ?? [],

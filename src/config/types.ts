@@ -64,6 +64,8 @@ export interface Config {
     /** CACHE_LEASE_MS: coherence lease; bounds how long a write waits for an unreachable sharer. */
     leaseMs: number;
   };
+  /** METRICS_MAX_QUEUES: queues with their own queue_depth series per node; the rest are summed. */
+  metrics: { maxQueues: number };
   dataDir: string;
   /** Bearer secret for internal routes; null = internal routes are open. */
   clusterSecret: string | null;

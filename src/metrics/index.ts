@@ -6,9 +6,35 @@ import type { QueueMetricsSink } from '../queue/service.js';
 import type { CacheMetricsSink } from '../cache/service.js';
 import type { RaftStatus } from '../raft/types.js';
 
-/** Buckets from 0.5 ms (a local lock grant) to 30 s (the longest long poll). */
+/**
+ * Buckets from 0.1 ms (an L1 cache hit) through 0.5 ms (a local lock grant) to 30 s (the longest
+ * long poll); requests that wait longer (a lock acquire's wait_ms) land in +Inf.
+ */
 export const HTTP_DURATION_BUCKETS = [
-  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+];
+
+/** Label value of http_request_duration_seconds for requests that matched no route (404, 405). */
+export const UNMATCHED_ROUTE = 'unmatched';
+
+/** METRICS_MAX_QUEUES' default: queues exported one by one in queue_depth. */
+export const DEFAULT_METRICS_MAX_QUEUES = 50;
+
+/**
+ * queue_depth's `queue` label for the sum of the queues beyond METRICS_MAX_QUEUES. Parentheses are
+ * not allowed in queue names (SPEC 3 identifiers), so it never collides with a real queue.
+ */
+export const OTHER_QUEUES = '(other)';
+
+/**
+ * prom-client's default metrics include three gauges named *_total (promtool lint: only counters
+ * may end in _total). Their per-type siblings (nodejs_active_handles{type}, ...) stay; the totals
+ * are their sums.
+ */
+const LINT_FAILING_DEFAULT_METRICS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
 ];
 
 /** Raft counters the driver's events feed. */
@@ -31,8 +57,10 @@ export interface Metrics {
   /**
    * Registers the queue_* metrics. `depths` lists the queues this node owns with their counts, read
    * from Redis at scrape time (a failure leaves the gauge empty rather than failing the scrape).
+   * queue_depth exports the `maxQueues` deepest queues one by one and the rest summed under
+   * queue="(other)" (see capQueueDepths), so its series stay bounded however many queues exist.
    */
-  bindQueue(depths: () => Promise<QueueDepth[]>): QueueMetricsSink;
+  bindQueue(depths: () => Promise<QueueDepth[]>, opts?: { maxQueues?: number }): QueueMetricsSink;
   /**
    * Registers the cache_* metrics; `lines` counts this node's L1 lines by MESI state at scrape time.
    */
@@ -49,6 +77,32 @@ export interface QueueDepth {
   dead: number;
 }
 
+/** Messages of a queue in every state: what capQueueDepths ranks queues by. */
+function total(d: QueueDepth): number {
+  return d.ready + d.pending + d.dead;
+}
+
+/**
+ * Bounds queue_depth's series: the `max` deepest queues (ready + pending + dead; ties by name, so
+ * the choice is stable) one by one, then one `(other)` entry summing the rest, present only when
+ * something was folded into it. Totals over all entries equal those over `depths`.
+ */
+export function capQueueDepths(depths: readonly QueueDepth[], max: number): QueueDepth[] {
+  const keep = Math.max(0, max);
+  if (depths.length <= keep) return [...depths];
+  const ranked = [...depths].sort(
+    (a, b) => total(b) - total(a) || (a.queue < b.queue ? -1 : a.queue > b.queue ? 1 : 0),
+  );
+  const kept = ranked.slice(0, keep);
+  const other: QueueDepth = { queue: OTHER_QUEUES, ready: 0, pending: 0, dead: 0 };
+  for (const d of ranked.slice(kept.length)) {
+    other.ready += d.ready;
+    other.pending += d.pending;
+    other.dead += d.dead;
+  }
+  return [...kept, other];
+}
+
 export interface MetricsOptions {
   nodeId: string;
   /** Process metrics (CPU, memory, event loop lag); off in unit tests to keep them light. */
@@ -59,7 +113,10 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   const registry = new Registry();
   // A node label survives relabelling and makes dashboard legends readable.
   registry.setDefaultLabels({ node_id: opts.nodeId });
-  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (opts.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry });
+    for (const name of LINT_FAILING_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  }
 
   const httpDuration = new Histogram({
     name: 'http_request_duration_seconds',
@@ -109,7 +166,8 @@ export function createMetrics(opts: MetricsOptions): Metrics {
         deadlock: () => deadlocks.inc(),
       };
     },
-    bindQueue(depths: () => Promise<QueueDepth[]>): QueueMetricsSink {
+    bindQueue(depths: () => Promise<QueueDepth[]>, queueOpts: { maxQueues?: number } = {}): QueueMetricsSink {
+      const maxQueues = queueOpts.maxQueues ?? DEFAULT_METRICS_MAX_QUEUES;
       const messages = new Counter({
         name: 'queue_messages_total',
         help: 'Queue messages handled by this node, by operation (push, pop, ack, nack, dead)',
@@ -117,21 +175,46 @@ export function createMetrics(opts: MetricsOptions): Metrics {
         registers: [registry],
       });
       for (const op of ['push', 'pop', 'ack', 'nack', 'dead']) messages.inc({ op }, 0);
+      // One Redis read per scrape feeds both gauges: prom-client starts every collect() of a scrape
+      // before any finishes, so the second one joins the read the first started.
+      let inflight: Promise<QueueDepth[]> | null = null;
+      const read = (): Promise<QueueDepth[]> =>
+        (inflight ??= depths().finally(() => {
+          inflight = null;
+        }));
       new Gauge({
         name: 'queue_depth',
-        help: 'Messages per queue owned by this node, by state (ready, pending, dead)',
+        help:
+          `Messages per queue owned by this node, by state (ready, pending, dead); the ${maxQueues} ` +
+          `deepest queues one by one (METRICS_MAX_QUEUES), the rest summed as queue="${OTHER_QUEUES}"`,
         labelNames: ['queue', 'state'] as const,
         registers: [registry],
         async collect() {
-          this.reset();
+          let shown: QueueDepth[] = [];
           try {
-            for (const d of await depths()) {
-              this.set({ queue: d.queue, state: 'ready' }, d.ready);
-              this.set({ queue: d.queue, state: 'pending' }, d.pending);
-              this.set({ queue: d.queue, state: 'dead' }, d.dead);
-            }
+            shown = capQueueDepths(await read(), maxQueues);
           } catch {
             // Redis down: no depths this scrape; the rest of the exposition still answers.
+          }
+          // Replaced in one synchronous step, so a concurrent scrape never sees a half-filled gauge.
+          this.reset();
+          for (const d of shown) {
+            this.set({ queue: d.queue, state: 'ready' }, d.ready);
+            this.set({ queue: d.queue, state: 'pending' }, d.pending);
+            this.set({ queue: d.queue, state: 'dead' }, d.dead);
+          }
+        },
+      });
+      new Gauge({
+        name: 'queue_owned_queues',
+        help: 'Queues this node owns on the hash ring (queue_depth lists at most METRICS_MAX_QUEUES of them)',
+        registers: [registry],
+        async collect() {
+          try {
+            this.set((await read()).length);
+          } catch {
+            // Redis down: 0 (a gauge without labels cannot be absent); queue_depth has no series then.
+            this.reset();
           }
         },
       });

@@ -13,6 +13,8 @@ export const QUEUE_REGISTRY_KEY = 'dss:queues';
 const REGISTER_EVERY_MS = 5_000;
 /** Most messages one pop script takes for parked pops (the API's own batch limit). */
 const MAX_POP_BATCH = 1000;
+/** Queues whose counts one metrics scrape reads at once. */
+const DEPTH_BATCH = 256;
 /** Queues whose expired deliveries the monitor handles at once. */
 const MONITOR_CONCURRENCY = 64;
 
@@ -170,10 +172,19 @@ export class QueueService {
     return out.slice(0, limit);
   }
 
-  /** Counts of the queues this node owns (at most `limit` of them), for the queue_depth gauge. */
-  async depths(limit = 200): Promise<(QueueStats & { queue: string })[]> {
-    const owned = (await this.knownQueues()).filter((q) => this.ownerOf(q) === this.opts.nodeId);
-    return Promise.all(owned.slice(0, limit).map(async (q) => ({ queue: q, ...(await this.stats(q)) })));
+  /**
+   * Counts of every queue this node owns (of the first `limit` in the registry), for the queue_depth
+   * gauge, which picks the deepest itself: a partial list would make its totals wrong. Read in
+   * batches, so a scrape never puts thousands of scripts ahead of client requests at once.
+   */
+  async depths(limit = 10_000): Promise<(QueueStats & { queue: string })[]> {
+    const owned = (await this.knownQueues(limit)).filter((q) => this.ownerOf(q) === this.opts.nodeId);
+    const out: (QueueStats & { queue: string })[] = [];
+    for (let i = 0; i < owned.length; i += DEPTH_BATCH) {
+      const batch = owned.slice(i, i + DEPTH_BATCH);
+      out.push(...(await Promise.all(batch.map(async (q) => ({ queue: q, ...(await this.stats(q)) })))));
+    }
+    return out;
   }
 
   /** Pops parked here now, for GET /status. */

@@ -166,6 +166,16 @@ describe('loadConfig', () => {
     assert.equal(c.logLevel, 'info');
   });
 
+  it('METRICS_MAX_QUEUES: 50 by default, 0 allowed (every queue summed), integers up to 10000', () => {
+    assert.equal(loadConfig({}).metrics.maxQueues, 50);
+    assert.equal(loadConfig({ METRICS_MAX_QUEUES: '0' }).metrics.maxQueues, 0);
+    assert.equal(loadConfig({ METRICS_MAX_QUEUES: '10000' }).metrics.maxQueues, 10_000);
+    rejects({ METRICS_MAX_QUEUES: '-1' }, 'METRICS_MAX_QUEUES', /negative/);
+    rejects({ METRICS_MAX_QUEUES: '2.5' }, 'METRICS_MAX_QUEUES', /integer/);
+    rejects({ METRICS_MAX_QUEUES: '10001' }, 'METRICS_MAX_QUEUES', /at most 10000/);
+    rejects({ METRICS_MAX_QUEUES: 'many' }, 'METRICS_MAX_QUEUES', /not a number/);
+  });
+
   describe('rejects with one line naming the variable', () => {
     it('non-numbers', () => {
       rejects({ NODE_PORT: 'abc' }, 'NODE_PORT', /not a number/);
