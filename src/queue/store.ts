@@ -151,9 +151,12 @@ function loadScripts(): Record<ScriptName, string> {
 
 /**
  * Replies that mean "Redis cannot serve this right now", not "this script is wrong": loading its
- * AOF, busy with a long script, a cluster failover or a read-only replica, out of memory.
+ * AOF, busy with a long script, a cluster failover or a read-only replica, out of memory, or a
+ * script cache emptied by a restart or failover that ioredis's own EVAL fallback did not cover
+ * (NOSCRIPT: the script did not run, so a retry is safe).
  */
-const TRANSIENT_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|OOM|NOREPLICAS|MOVED|ASK)\b/;
+const TRANSIENT_REPLY =
+  /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|OOM|NOREPLICAS|MOVED|ASK|NOSCRIPT)\b/;
 
 /**
  * Anything that is not a reply from Redis (connection refused or closed, the offline queue
