@@ -8,7 +8,20 @@ import { DssError } from '../errors.js';
 const INTERNAL_PREFIXES = ['/raft/', '/queue/internal_', '/cache/handle_'];
 
 /** Public routes that stay open when API_TOKENS is set: probes, scraping, and the API documentation. */
-const OPEN_EXACT = new Set(['/health', '/ready', '/metrics', '/openapi.json', '/docs']);
+// The dashboard's page, script and style hold no data (a browser cannot send a bearer token when it
+// loads a page); its JSON routes stay behind the tokens, and the page asks for one on a 401.
+const OPEN_EXACT = new Set([
+  '/health',
+  '/ready',
+  '/metrics',
+  '/openapi.json',
+  '/docs',
+  '/',
+  '/dashboard',
+  '/dashboard/',
+  '/dashboard/app.js',
+  '/dashboard/app.css',
+]);
 const OPEN_PREFIXES = ['/docs/'];
 
 export function isInternalPath(path: string): boolean {

@@ -227,6 +227,20 @@ export class LockTable implements StateMachine {
     return [...this.resources.keys()].sort().map((r) => stateView(r, this.resources.get(r)!));
   }
 
+  /**
+   * A bounded view for the dashboard: up to `limit` resources with holders or waiters (the oldest
+   * entries, sorted by name) and how many there are in all. Costs O(limit), not O(table).
+   */
+  sample(limit: number): { total: number; states: LockState[] } {
+    const states: LockState[] = [];
+    for (const [r, e] of this.resources) {
+      if (states.length >= limit) break;
+      states.push(stateView(r, e));
+    }
+    states.sort((a, b) => (a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0));
+    return { total: this.resources.size, states };
+  }
+
   /** Holds with expires_at <= now, grouped by resource (sorted), in holder order: what `expire` drops. */
   holdsExpiringBy(now: number): { resource: string; client_ids: string[] }[] {
     const due = new Set<string>();
