@@ -23,7 +23,7 @@ import type { Json, StateMachine } from '../raft/types.js';
 import { HttpTransport } from '../transport/http.js';
 import { PeerProber } from './peer-probe.js';
 import { queueRoutes } from '../api/routes/queue.js';
-import { createRedisClient } from '../queue/redis.js';
+import { createRedisClient, pingRedis } from '../queue/redis.js';
 import { HashRing } from '../queue/ring.js';
 import { QueueRouter } from '../queue/router.js';
 import { QueueService } from '../queue/service.js';
@@ -33,6 +33,8 @@ import { roleNotServedRoutes } from '../api/roles.js';
 import { HttpCacheLink } from '../cache/link.js';
 import { CacheMemory } from '../cache/memory.js';
 import { CacheService } from '../cache/service.js';
+import { dashboardRoutes } from '../dashboard/routes.js';
+import type { DashboardSources } from '../dashboard/snapshot.js';
 
 export interface RunningNode {
   readonly config: Config;
@@ -122,6 +124,8 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
     let raft: RaftNode | null = null;
     const plugins: ServicePlugin[] = [];
     const readinessChecks: ReadinessCheck[] = [];
+    // What the dashboard reads, filled in by each role below.
+    const dashboard: DashboardSources = {};
 
     if (config.roles.includes('lock')) {
       // Only lock-role nodes are Raft voters; the other roles need no consensus.
@@ -192,6 +196,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       if (lockService) {
         lockService.attach(node);
         lockService.start();
+        dashboard.locks = table;
         // Runs before node.stop() (cleanups unwind in reverse): blocked acquires get an answer.
         cleanups.push(() => Promise.resolve(lockService.stop()));
       }
@@ -250,7 +255,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
         name: 'redis',
         check: async () => {
           try {
-            await client.ping();
+            await pingRedis(client);
             return { ok: true };
           } catch (e) {
             return { ok: false, reason: `redis: ${e instanceof Error ? e.message : String(e)}` };
@@ -266,7 +271,9 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       );
       const isUp = (id: string): boolean => id === config.nodeId || prober.isReachable(id);
       let service: QueueService | null = null;
-      const queueMetrics = metrics.bindQueue(() => service?.depths() ?? Promise.resolve([]));
+      const queueMetrics = metrics.bindQueue(() => service?.depths() ?? Promise.resolve([]), {
+        maxQueues: config.metrics.maxQueues,
+      });
       service = new QueueService({
         nodeId: config.nodeId,
         store: new QueueStore(redis),
@@ -293,6 +300,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       });
       cleanups.push(() => router.close());
       plugins.push(queueRoutes({ service: queueService, router, relayMarginMs: 5_000 }));
+      dashboard.queues = queueService;
       statusSections.queue = () => ({
         vnodes: ring.vnodes,
         nodes: ring.nodes(),
@@ -353,6 +361,14 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       statusSections.cache = () => cacheService.status();
     }
     plugins.push(cacheRoutes({ service: cache }));
+    // Every node serves the dashboard, whatever its roles.
+    plugins.push(
+      dashboardRoutes({
+        sources: { ...dashboard, cache },
+        clusterSecret: config.clusterSecret,
+        ...(tls?.ca ? { ca: tls.ca } : {}),
+      }),
+    );
     // The cache routes answer 421 themselves; locks and queues register nothing without their role.
     if (!config.roles.includes('lock')) plugins.push(roleNotServedRoutes('lock', '/lock'));
     if (!config.roles.includes('queue')) plugins.push(roleNotServedRoutes('queue', '/queue'));

@@ -147,7 +147,11 @@ export class TestCluster {
     node.paused = false;
   }
 
-  async waitHealthy(id: string, timeoutMs = 20_000): Promise<void> {
+  /**
+   * A node from source (tsx) starts in 1–3 s on an idle machine, but three at once on 2 busy cores
+   * were seen to take over 20 s: the deadline is for a start that is stuck, not a slow one.
+   */
+  async waitHealthy(id: string, timeoutMs = 45_000): Promise<void> {
     const node = this.node(id);
     await waitFor(`${id} healthy`, async () => (await fetch(`${node.url}/health`)).ok, { timeoutMs });
   }
