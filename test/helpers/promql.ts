@@ -300,3 +300,23 @@ export function grafanaToPromql(expr: string, interval = '5s'): string {
       fixed[a ?? b ?? c ?? ''] ?? '.*',
   );
 }
+
+/** The metrics SPEC 8 requires (every one on a node that runs all roles). */
+export const SPEC_METRICS: readonly string[] = [
+  'raft_is_leader',
+  'raft_term',
+  'raft_commit_index',
+  'raft_elections_total',
+  'lock_held',
+  'lock_waiters',
+  'lock_acquire_total',
+  'lock_deadlocks_total',
+  'queue_messages_total',
+  'queue_depth',
+  'queue_redeliveries_total',
+  'cache_hits_total',
+  'cache_misses_total',
+  'cache_invalidations_total',
+  'cache_writebacks_total',
+  'http_request_duration_seconds',
+];

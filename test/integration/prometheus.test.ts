@@ -18,6 +18,7 @@ import {
   exprsInTemplating,
   grafanaToPromql,
   metricNamesInExpr,
+  SPEC_METRICS,
   SYNTHETIC_METRICS,
 } from '../helpers/promql.js';
 import { freePort } from '../helpers/proxy.js';
@@ -28,26 +29,6 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PROMETHEUS = '/usr/bin/prometheus';
 const PROMTOOL = '/usr/bin/promtool';
 const DASHBOARD = process.env.DSS_GRAFANA_DASHBOARD ?? join(ROOT, 'deploy/grafana/dashboards/dss.json');
-
-/** SPEC 8's metrics; every node here has every role, so each must expose all of them. */
-const SPEC_METRICS = [
-  'raft_is_leader',
-  'raft_term',
-  'raft_commit_index',
-  'raft_elections_total',
-  'lock_held',
-  'lock_waiters',
-  'lock_acquire_total',
-  'lock_deadlocks_total',
-  'queue_messages_total',
-  'queue_depth',
-  'queue_redeliveries_total',
-  'cache_hits_total',
-  'cache_misses_total',
-  'cache_invalidations_total',
-  'cache_writebacks_total',
-  'http_request_duration_seconds',
-];
 
 /** METRICS_MAX_QUEUES of the nodes, and queues beyond the 3 of the traffic below. */
 const MAX_QUEUES = 2;
