@@ -4,7 +4,7 @@
 // that do. Every child is reaped, also when a test fails.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,10 +37,19 @@ async function call(url: string, method: string, path: string, body?: unknown): 
   };
 }
 
-/** Nine consecutive free ports: cluster up numbers the nodes from the base port. */
+/**
+ * Nine consecutive free ports: cluster up numbers the nodes from the base port. They are taken below
+ * the kernel's ephemeral range, or an outgoing connection of an early node (to Redis, to a peer) can
+ * land on a later node's port before that node binds it.
+ */
 async function freeBasePort(): Promise<number> {
+  const [ephemeralLow] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  const top = Math.min(ephemeralLow ?? 32_768, 65_536) - 9;
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const base = 10_000 + Math.floor(Math.random() * (top - 10_000));
     let free = true;
     for (let p = base; p < base + 9 && free; p++) free = await isPortFree(p);
     if (free) return base;
