@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'unknown_message'
   | 'stale_member'
   | 'payload_too_large'
+  | 'limit_exceeded'
+  | 'rate_limited'
   | 'unsupported_media_type'
   | 'role_not_served'
   | 'no_leader'
@@ -38,6 +40,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   unknown_message: 404,
   stale_member: 409,
   payload_too_large: 413,
+  limit_exceeded: 409,
+  rate_limited: 429,
   unsupported_media_type: 415,
   role_not_served: 421,
   no_leader: 503,

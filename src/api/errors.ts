@@ -40,6 +40,8 @@ function codeForStatus(status: number): ErrorCode {
       return 'payload_too_large';
     case 415:
       return 'unsupported_media_type';
+    case 429:
+      return 'rate_limited';
     case 503:
       return 'unavailable';
     case 504:
@@ -66,7 +68,7 @@ function isFastifyError(e: unknown): e is FastifyError {
 export function mapError(err: unknown, bodyLimit?: number): MappedError {
   if (isDssError(err)) {
     const headers: Record<string, string> = {};
-    if (err.status === 503 && err.retryAfter !== undefined)
+    if ((err.status === 503 || err.status === 429) && err.retryAfter !== undefined)
       headers['retry-after'] = String(Math.ceil(err.retryAfter));
     if (err.code === 'unauthorized') headers['www-authenticate'] = 'Bearer';
     return {

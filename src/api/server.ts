@@ -1,5 +1,6 @@
 // The HTTP server of a node: fastify 5 with the TypeBox type provider, SPEC error format everywhere,
 // X-DSS-Node on every response, bearer auth, request metrics, OpenAPI docs and the route plugins.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
@@ -9,13 +10,16 @@ import Fastify, {
   type FastifyHttpOptions,
   type FastifyPluginAsync,
   type FastifyPluginCallback,
+  type FastifyRequest,
 } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { ClusterMember, NodeRole } from '../config/index.js';
 import { DssError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { UNMATCHED_ROUTE, type Metrics } from '../metrics/index.js';
-import { createAuthCheck } from './auth.js';
+import { createAuthCheck, isInternalPath } from './auth.js';
+import { ConnectionRateLimiter, MAX_JSON_DEPTH, jsonDepthExceeds } from './limits.js';
+import { FORWARDED_HEADER } from './forward.js';
 import type {
   ApiContext,
   DssApp,
@@ -56,6 +60,10 @@ export interface BuildServerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer } | null;
   bodyLimit?: number;
   internalBodyLimit?: number;
+  /** Most time a client may take to send a request (slow clients); headers get a third of it. */
+  requestTimeoutMs?: number;
+  /** Public requests per second per connection; 0 or absent = no limit. */
+  ratePerConnection?: number;
 }
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
@@ -93,8 +101,19 @@ export async function buildServer(opts: BuildServerOptions): Promise<DssApp> {
       sendError(reply, error, opts.logger);
     },
     clientErrorHandler: (err, socket) => rejectMalformed(err, socket, nodeId),
-    serverFactory: (handler) =>
-      tls ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler),
+    serverFactory: (handler) => {
+      // Slow clients (slowloris): a request must arrive whole within requestTimeout, its headers
+      // within a third of it; node checks both every connectionsCheckingInterval.
+      const requestTimeout = opts.requestTimeoutMs ?? 30_000;
+      const timeouts = {
+        requestTimeout,
+        headersTimeout: Math.max(100, Math.floor(requestTimeout / 3)),
+        connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(requestTimeout / 10))),
+      };
+      return tls
+        ? https.createServer({ cert: tls.cert, key: tls.key, ...timeouts }, handler)
+        : http.createServer(timeouts, handler);
+    },
   };
   const logger: FastifyBaseLogger | undefined = opts.logger;
   const app: DssApp = Fastify({
@@ -117,11 +136,24 @@ export async function buildServer(opts: BuildServerOptions): Promise<DssApp> {
     clusterSecret: opts.clusterSecret ?? null,
     apiTokens: opts.apiTokens ?? [],
   });
+  const limiter = opts.ratePerConnection ? new ConnectionRateLimiter(opts.ratePerConnection) : null;
+  // A relay says so in a header; with a cluster secret it must also carry the secret to count.
+  const secretDigest = opts.clusterSecret ? sha256(`Bearer ${opts.clusterSecret}`) : null;
+  const isPeerRelay = (request: FastifyRequest): boolean => {
+    if (request.headers[FORWARDED_HEADER] === undefined) return false;
+    if (secretDigest === null) return true;
+    const auth = request.headers.authorization;
+    return typeof auth === 'string' && timingSafeEqual(sha256(auth), secretDigest);
+  };
   app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-dss-node', nodeId);
     try {
       if (closing) throw new DssError('shutting_down', 'node is shutting down');
       authCheck?.(request);
+      // Peers' traffic (Raft, coherence, requests relayed to the leader, which carry many clients
+      // over a few connections) is the cluster's own: never rate limited.
+      if (limiter !== null && !isInternalPath(request.url) && !isPeerRelay(request))
+        limiter.take(request.raw.socket);
       done();
     } catch (e) {
       done(e as Error);
@@ -176,6 +208,11 @@ function installBodyParsers(app: DssApp): void {
       done(null, undefined);
       return;
     }
+    // Internal bodies come from authenticated peers (Raft batches up to 64 MiB): not scanned.
+    if (!isInternalPath(request.url) && jsonDepthExceeds(text, MAX_JSON_DEPTH)) {
+      done(new DssError('bad_request', `body: JSON nested deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+      return;
+    }
     void parseJson(request, text, done);
   });
 }
@@ -198,3 +235,5 @@ function rejectMalformed(err: Error & { code?: string }, socket: Socket, nodeId:
       `Content-Length: ${Buffer.byteLength(body)}\r\nX-DSS-Node: ${nodeId}\r\nConnection: close\r\n\r\n${body}`,
   );
 }
+
+const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();

@@ -1,7 +1,7 @@
 // TypeScript SDK of DSS. It knows several node URLs: when a node cannot be reached or answers 503
 // (no leader yet, shutting down, Redis down) it retries on the next node with exponential backoff
 // and jitter, honouring Retry-After. 4xx answers are final, except 421 role_not_served, which
-// redirects to a node that serves the role.
+// redirects to a node that serves the role, and 429 rate_limited, which backs off and retries.
 import { Agent, type Dispatcher } from 'undici';
 import { CacheClient } from './cache.js';
 import { LockClient } from './lock.js';
@@ -168,7 +168,8 @@ export class DssClient {
           lastError = err;
           continue;
         }
-        if (res.status !== 503) throw err;
+        // 429: refused before it ran (RATE_LIMIT_PER_CONNECTION), so a retry is always safe.
+        if (res.status !== 503 && res.status !== 429) throw err;
         if (err.outcomeUnknown) unknownOutcome = true;
         lastError = err;
         delayMs = Math.max(this.backoff(attempt), Math.min(err.retryAfterMs ?? 0, this.maxRetryAfterMs));

@@ -149,6 +149,49 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
         max: 600_000,
       }),
     },
+    limits: {
+      requestTimeoutMs: parseNumber('HTTP_REQUEST_TIMEOUT_MS', get('HTTP_REQUEST_TIMEOUT_MS'), 30_000, {
+        integer: true,
+        min: 100,
+        max: 3_600_000,
+      }),
+      ratePerConnection: parseNumber('RATE_LIMIT_PER_CONNECTION', get('RATE_LIMIT_PER_CONNECTION'), 5_000, {
+        integer: true,
+        min: 0,
+        max: 1_000_000,
+      }),
+      cacheMaxValueBytes: parseNumber('CACHE_MAX_VALUE_BYTES', get('CACHE_MAX_VALUE_BYTES'), 256 * 1024, {
+        integer: true,
+        min: 1,
+        max: 1024 * 1024,
+      }),
+      queueMaxMessageBytes: parseNumber(
+        'QUEUE_MAX_MESSAGE_BYTES',
+        get('QUEUE_MAX_MESSAGE_BYTES'),
+        256 * 1024,
+        {
+          integer: true,
+          min: 1,
+          max: 1024 * 1024,
+        },
+      ),
+      queueMaxLength: parseNumber('QUEUE_MAX_LENGTH', get('QUEUE_MAX_LENGTH'), 1_000_000, {
+        integer: true,
+        min: 0,
+        max: 1_000_000_000,
+      }),
+      lockMaxWaiters: parseNumber('LOCK_MAX_WAITERS', get('LOCK_MAX_WAITERS'), 1_000, {
+        integer: true,
+        min: 1,
+        max: 1_000_000,
+      }),
+      lockMaxHoldsPerClient: parseNumber(
+        'LOCK_MAX_HOLDS_PER_CLIENT',
+        get('LOCK_MAX_HOLDS_PER_CLIENT'),
+        10_000,
+        { integer: true, min: 1, max: 10_000_000 },
+      ),
+    },
     metrics: {
       maxQueues: parseNumber('METRICS_MAX_QUEUES', get('METRICS_MAX_QUEUES'), 50, {
         integer: true,

@@ -32,6 +32,23 @@ export type RedisConfig =
   | { mode: 'cluster'; nodes: HostPort[] }
   | { mode: 'sentinel'; sentinels: HostPort[]; name: string };
 
+export interface Limits {
+  /** HTTP_REQUEST_TIMEOUT_MS: most time a client may take to send one request (headers: a third). */
+  requestTimeoutMs: number;
+  /** RATE_LIMIT_PER_CONNECTION: public requests per second one connection may send (0 = no limit). */
+  ratePerConnection: number;
+  /** CACHE_MAX_VALUE_BYTES: largest cache value, as JSON text. */
+  cacheMaxValueBytes: number;
+  /** QUEUE_MAX_MESSAGE_BYTES: largest queue message, as JSON text. */
+  queueMaxMessageBytes: number;
+  /** QUEUE_MAX_LENGTH: most messages one queue holds, ready and pending together (0 = no limit). */
+  queueMaxLength: number;
+  /** LOCK_MAX_WAITERS: most acquires waiting on one resource. */
+  lockMaxWaiters: number;
+  /** LOCK_MAX_HOLDS_PER_CLIENT: most holds one client_id may have at once. */
+  lockMaxHoldsPerClient: number;
+}
+
 export interface Config {
   nodeId: NodeId;
   /** Bind address. */
@@ -64,6 +81,8 @@ export interface Config {
     /** CACHE_LEASE_MS: coherence lease; bounds how long a write waits for an unreachable sharer. */
     leaseMs: number;
   };
+  /** Guards against one client exhausting a node (issue 7); each breach is a clear 4xx. */
+  limits: Limits;
   /** METRICS_MAX_QUEUES: queues with their own queue_depth series per node; the rest are summed. */
   metrics: { maxQueues: number };
   dataDir: string;

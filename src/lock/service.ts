@@ -15,6 +15,9 @@ export interface LockTableApi extends StateMachine {
   waitersDueBy(now: number): { resource: string; client_id: string }[];
   heldCount(): number;
   waiterCount(): number;
+  holdsOf(client_id: string): number;
+  waitersOn(resource: string): number;
+  involves(resource: string, client_id: string): boolean;
 }
 
 /** What the service needs from Raft (RaftNode satisfies it). */
@@ -39,6 +42,10 @@ export interface LockServiceOptions {
   metrics: LockMetricsSink;
   logger: Logger;
   now?: () => number;
+  /** LOCK_MAX_WAITERS: most acquires queued on one resource (default 1000). */
+  maxWaiters?: number;
+  /** LOCK_MAX_HOLDS_PER_CLIENT: most holds one client may have (default 10000). */
+  maxHoldsPerClient?: number;
 }
 
 export interface AcquireRequest {
@@ -127,6 +134,35 @@ export class LockService {
     this.monitor = setInterval(() => this.tick(), this.opts.monitorIntervalMs);
   }
 
+  /**
+   * Resource limits, checked here on the leader against its applied table before proposing (not in
+   * apply: replicas may be configured differently, and apply must be deterministic). Acquires in
+   * flight can pass the limit by their number at most. A client's repeated acquire of a resource it
+   * already holds or waits for adds nothing and is never refused.
+   */
+  private checkLimits(req: AcquireRequest): void {
+    const t = this.opts.table;
+    const maxHolds = this.opts.maxHoldsPerClient ?? 10_000;
+    const maxWaiters = this.opts.maxWaiters ?? 1_000;
+    if (t.holdsOf(req.client_id) < maxHolds && (req.wait_ms === 0 || t.waitersOn(req.resource) < maxWaiters))
+      return;
+    if (t.involves(req.resource, req.client_id)) return;
+    if (t.holdsOf(req.client_id) >= maxHolds) {
+      this.opts.metrics.acquire('error');
+      throw new DssError(
+        'limit_exceeded',
+        `client ${req.client_id} already holds ${t.holdsOf(req.client_id)} locks (LOCK_MAX_HOLDS_PER_CLIENT is ${maxHolds})`,
+        { details: { limit: 'LOCK_MAX_HOLDS_PER_CLIENT', max: maxHolds } },
+      );
+    }
+    this.opts.metrics.acquire('error');
+    throw new DssError(
+      'limit_exceeded',
+      `${req.resource} already has ${t.waitersOn(req.resource)} waiters (LOCK_MAX_WAITERS is ${maxWaiters})`,
+      { details: { limit: 'LOCK_MAX_WAITERS', max: maxWaiters } },
+    );
+  }
+
   stop(): void {
     if (this.monitor) clearInterval(this.monitor);
     this.monitor = null;
@@ -136,6 +172,7 @@ export class LockService {
   // ---------------------------------------------------------------- API
 
   async acquire(req: AcquireRequest): Promise<AcquireGranted> {
+    this.checkLimits(req);
     const k = key(req.resource, req.client_id);
     let waiter: PendingAcquire | null = null;
     const granted =

@@ -96,6 +96,8 @@ export class LockTable implements StateMachine {
   private resources = new Map<string, Entry>();
   /** Every waiter of a client, oldest first (by `since`). */
   private waitsByClient = new Map<string, WaiterRec[]>();
+  /** Holds per client, for LOCK_MAX_HOLDS_PER_CLIENT (checked by the leader before proposing). */
+  private holdsByClient = new Map<string, number>();
   private readonly holdHeap = new IndexedHeap<HoldRec>((h) => h.expires_at);
   private readonly waiterHeap = new IndexedHeap<WaiterRec>((w) => w.wait_until);
 
@@ -210,6 +212,8 @@ export class LockTable implements StateMachine {
     for (const list of waitsByClient.values()) list.sort((a, b) => a.since - b.since);
     this.resources = resources;
     this.waitsByClient = waitsByClient;
+    this.holdsByClient = new Map();
+    for (const h of holds) this.countHold(h.client_id, 1);
     this.holdHeap.build(holds);
     this.waiterHeap.build(waiters);
   }
@@ -220,6 +224,25 @@ export class LockTable implements StateMachine {
   get(resource: string): LockState | undefined {
     const e = this.resources.get(resource);
     return e && stateView(resource, e);
+  }
+
+  /** Holds `client_id` has now (expired ones not yet dropped included). */
+  holdsOf(client_id: string): number {
+    return this.holdsByClient.get(client_id) ?? 0;
+  }
+
+  /** Waiters queued on `resource`. */
+  waitersOn(resource: string): number {
+    return this.resources.get(resource)?.waiters.length ?? 0;
+  }
+
+  /** Whether `client_id` holds or waits for `resource` (a repeated acquire adds nothing). */
+  involves(resource: string, client_id: string): boolean {
+    const e = this.resources.get(resource);
+    return (
+      e !== undefined &&
+      (e.holders.some((h) => h.client_id === client_id) || e.waiters.some((w) => w.client_id === client_id))
+    );
   }
 
   /** Every resource with holders or waiters, sorted by name. */
@@ -425,6 +448,7 @@ export class LockTable implements StateMachine {
     e.holders = e.holders.filter((h) => {
       if (h.expires_at > now) return true;
       this.holdHeap.remove(h);
+      this.countHold(h.client_id, -1);
       dropped.push(h.client_id);
       return false;
     });
@@ -476,12 +500,20 @@ export class LockTable implements StateMachine {
     if (e.holders.length === 0) e.holders = [h];
     else e.holders.push(h);
     this.holdHeap.push(h);
+    this.countHold(client_id, 1);
     return h;
   }
 
   private removeHoldAt(e: Entry, i: number): void {
     const [h] = e.holders.splice(i, 1);
     this.holdHeap.remove(h!);
+    this.countHold(h!.client_id, -1);
+  }
+
+  private countHold(client_id: string, delta: number): void {
+    const n = (this.holdsByClient.get(client_id) ?? 0) + delta;
+    if (n > 0) this.holdsByClient.set(client_id, n);
+    else this.holdsByClient.delete(client_id);
   }
 
   private addWaiter(e: Entry, at: number, w: WaiterRec): void {

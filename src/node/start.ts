@@ -152,6 +152,8 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
             monitorIntervalMs: Math.min(config.raft.heartbeatIntervalMs, 100),
             metrics: metrics.bindLock({ held: () => table.heldCount(), waiters: () => table.waiterCount() }),
             logger: logger.child({ component: 'lock' }),
+            maxWaiters: config.limits.lockMaxWaiters,
+            maxHoldsPerClient: config.limits.lockMaxHoldsPerClient,
           });
       let raftMetrics: RaftMetrics | null = null;
       const stateMachine = countInstalls(
@@ -282,6 +284,8 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
         isUp,
         ackTimeoutMs: config.queue.ackTimeoutMs,
         maxDeliveries: config.queue.maxDeliveries,
+        maxLength: config.limits.queueMaxLength,
+        maxMessageBytes: config.limits.queueMaxMessageBytes,
         monitorIntervalMs: 500,
         recheckIntervalMs: 1000,
         metrics: queueMetrics,
@@ -360,7 +364,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       });
       statusSections.cache = () => cacheService.status();
     }
-    plugins.push(cacheRoutes({ service: cache }));
+    plugins.push(cacheRoutes({ service: cache, maxValueBytes: config.limits.cacheMaxValueBytes }));
     // Every node serves the dashboard, whatever its roles.
     plugins.push(
       dashboardRoutes({
@@ -389,6 +393,8 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       statusSections,
       plugins: [...plugins, ...(opts.plugins ?? [])],
       tls: tls ? { cert: tls.cert, key: tls.key } : null,
+      requestTimeoutMs: config.limits.requestTimeoutMs,
+      ratePerConnection: config.limits.ratePerConnection,
     });
     cleanups.push(async () => {
       // In-flight requests get a few seconds; keep-alive connections that peers keep busy (lease

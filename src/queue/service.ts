@@ -33,6 +33,10 @@ export interface QueueServiceOptions {
   ackTimeoutMs: number;
   /** 0 = never dead-letter. */
   maxDeliveries: number;
+  /** QUEUE_MAX_LENGTH: most messages a queue holds (ready, pending, dead); 0 = no limit. */
+  maxLength?: number;
+  /** QUEUE_MAX_MESSAGE_BYTES: largest message as JSON text. */
+  maxMessageBytes?: number;
   /** Redelivery monitor period. */
   monitorIntervalMs: number;
   /**
@@ -111,7 +115,10 @@ export class QueueService {
 
   async push(queue: string, messages: Json[]): Promise<string[]> {
     await this.register(queue);
-    const ids = await this.opts.store.push(queue, messages);
+    const ids = await this.opts.store.push(queue, messages, {
+      ...(this.opts.maxLength !== undefined ? { maxLength: this.opts.maxLength } : {}),
+      ...(this.opts.maxMessageBytes !== undefined ? { maxMessageBytes: this.opts.maxMessageBytes } : {}),
+    });
     this.opts.metrics.messages('push', ids.length);
     this.wake(queue);
     return ids;

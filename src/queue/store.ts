@@ -253,15 +253,41 @@ export class QueueStore {
   }
 
   /** Stores the messages (delivery count 0) at the tail of ready, in order; returns their ids. */
-  async push(queue: string, messages: readonly Json[]): Promise<string[]> {
+  /**
+   * Appends the messages (all or none). `maxLength` (0 = none) bounds the messages the queue holds,
+   * ready, pending and dead together: a batch that would pass it is refused whole (409
+   * limit_exceeded). `maxMessageBytes` bounds each message's JSON text (413).
+   */
+  async push(
+    queue: string,
+    messages: readonly Json[],
+    limits: { maxLength?: number; maxMessageBytes?: number } = {},
+  ): Promise<string[]> {
     const k = queueKeys(queue);
     if (messages.length === 0) return [];
     const texts = messages.map((m, i) => {
       const text: unknown = JSON.stringify(m);
       if (typeof text !== 'string') throw new DssError('bad_request', `message ${i} is not JSON`);
+      if (limits.maxMessageBytes !== undefined && Buffer.byteLength(text) > limits.maxMessageBytes) {
+        throw new DssError(
+          'payload_too_large',
+          `message ${i} is ${Buffer.byteLength(text)} bytes of JSON, more than ${limits.maxMessageBytes} (QUEUE_MAX_MESSAGE_BYTES)`,
+        );
+      }
       return text;
     });
-    const reply = asArray('push', await this.run('push', [k.ready, k.msg, k.seq], texts));
+    const maxLength = limits.maxLength ?? 0;
+    const reply = asArray(
+      'push',
+      await this.run('push', [k.ready, k.msg, k.seq], [String(maxLength), ...texts]),
+    );
+    if (reply[0] === 'full') {
+      throw new DssError(
+        'limit_exceeded',
+        `queue ${queue} holds ${String(reply[1])} messages; ${messages.length} more would pass ${maxLength} (QUEUE_MAX_LENGTH)`,
+        { details: { limit: 'QUEUE_MAX_LENGTH', max: maxLength } },
+      );
+    }
     if (reply.length !== messages.length) throw badReply('push', reply);
     return reply.map((id) => asString('push', id));
   }

@@ -391,6 +391,31 @@ describe('queue store (real redis-server)', () => {
     assert.deepEqual(await store.stats(q), { ready: 0, pending: 0, dead: 0 });
   });
 
+  it('QUEUE_MAX_LENGTH: a push that would pass it is refused whole; pending and dead count too', async () => {
+    const q = freshQueue('full');
+    const limits = { maxLength: 3 };
+    await store.push(q, ['a', 'b'], limits);
+    const refused = await rejection(store.push(q, ['c', 'd'], limits));
+    assert.equal(refused.code, 'limit_exceeded');
+    assert.match(refused.message, /QUEUE_MAX_LENGTH/);
+    assert.deepEqual(await store.stats(q), { ready: 2, pending: 0, dead: 0 }, 'nothing of the batch stored');
+    await store.push(q, ['c'], limits);
+    const popped = await store.pop(q, { ...POP, max: 1 });
+    assert.equal((await rejection(store.push(q, ['e'], limits))).code, 'limit_exceeded', 'pending counts');
+    await store.ack(q, [popped.messages[0]!.id]);
+    await store.push(q, ['e'], limits);
+    assert.deepEqual(await store.stats(q), { ready: 3, pending: 0, dead: 0 });
+    await store.push(q, ['f'], {}); // no limit given: none applies
+  });
+
+  it('QUEUE_MAX_MESSAGE_BYTES: a message larger than it is a 413 and nothing is stored', async () => {
+    const q = freshQueue('big');
+    const refused = await rejection(store.push(q, ['ok', 'x'.repeat(100)], { maxMessageBytes: 50 }));
+    assert.equal(refused.code, 'payload_too_large');
+    assert.match(refused.message, /message 1 .*QUEUE_MAX_MESSAGE_BYTES/);
+    assert.deepEqual(await store.stats(q), { ready: 0, pending: 0, dead: 0 });
+  });
+
   it('two nodes redelivering the same queue at once never duplicate nor lose an id', async () => {
     const q = freshQueue('concurrent');
     const maxDeliveries = 2;

@@ -45,6 +45,15 @@ describe('DssClient', () => {
             .send({ error: { code: 'no_leader', message: 'x' } });
         return { ok: true, attempt: n };
       });
+      app.post('/rate-limited', (_req, reply) => {
+        const n = hit('rate-limited');
+        if (n === 1)
+          return reply
+            .code(429)
+            .header('retry-after', '1')
+            .send({ error: { code: 'rate_limited', message: 'slow down' } });
+        return { ok: true, attempt: n };
+      });
       app.get('/always-503', (_req, reply) => {
         hit('always-503');
         return reply.code(503).send({ error: { code: 'unavailable', message: 'down' } });
@@ -128,6 +137,15 @@ describe('DssClient', () => {
     const res = await client.request<{ ok: boolean; attempt: number }>('GET', '/flaky');
     assert.equal(res.attempt, 3);
     assert.ok(Date.now() - t0 >= 100, 'waited the capped Retry-After twice');
+    await client.close();
+  });
+
+  it('retries 429 rate_limited, even a POST (it did not run), after Retry-After', async () => {
+    const client = new DssClient({ urls: [a.url], retries: 3, backoffBaseMs: 1, maxRetryAfterMs: 60 });
+    const t0 = Date.now();
+    const res = await client.request<{ ok: boolean; attempt: number }>('POST', '/rate-limited', {});
+    assert.equal(res.attempt, 2);
+    assert.ok(Date.now() - t0 >= 50, 'waited the capped Retry-After');
     await client.close();
   });
 

@@ -27,6 +27,8 @@ import { ErrorResponse, Identifier } from '../schemas/common.js';
 export interface CacheRoutesDeps {
   /** Null on nodes without the cache role. */
   service: CacheService | null;
+  /** CACHE_MAX_VALUE_BYTES: largest value a PUT may store, as JSON text (default 256 KiB). */
+  maxValueBytes?: number;
 }
 
 /** The key is the rest of the path, so keys may contain '/' (SPEC 3 identifiers). */
@@ -35,6 +37,7 @@ const KeyParams = Type.Object({ '*': Identifier });
 export function cacheRoutes(deps: CacheRoutesDeps): FastifyPluginCallbackTypebox<{ ctx: ApiContext }> {
   return (app, { ctx }, done) => {
     const onRequest = requireRole(ctx, 'cache');
+    const maxValueBytes = deps.maxValueBytes ?? 256 * 1024;
     const errors = {
       400: ErrorResponse,
       401: ErrorResponse,
@@ -85,6 +88,13 @@ export function cacheRoutes(deps: CacheRoutesDeps): FastifyPluginCallbackTypebox
       async (req) => {
         const key = req.params['*'];
         if (!('value' in req.body)) throw new DssError('bad_request', 'body must have a value');
+        const bytes = Buffer.byteLength(JSON.stringify(req.body.value) ?? '');
+        if (bytes > maxValueBytes) {
+          throw new DssError(
+            'payload_too_large',
+            `value is ${bytes} bytes of JSON, more than ${maxValueBytes} (CACHE_MAX_VALUE_BYTES)`,
+          );
+        }
         await svc().put(key, { present: true, value: req.body.value });
         return { key, state: 'M' as const };
       },

@@ -566,6 +566,16 @@ function invariants(
     table.waiterCount(),
     states.reduce((n, s) => n + s.waiters.length, 0),
   );
+  // The per-client and per-resource counts the leader's limits read agree with the table.
+  const holds = new Map<string, number>();
+  for (const s of states)
+    for (const h of s.holders) holds.set(h.client_id, (holds.get(h.client_id) ?? 0) + 1);
+  for (const s of states) {
+    assert.equal(table.waitersOn(s.resource), s.waiters.length);
+    for (const h of s.holders) assert.equal(table.holdsOf(h.client_id), holds.get(h.client_id));
+    for (const w of s.waiters) assert.ok(table.involves(s.resource, w.client_id));
+  }
+  for (const c of [...CLIENTS, 'nobody']) assert.equal(table.holdsOf(c), holds.get(c) ?? 0, c);
 
   // Fencing: every grant of this entry carries its index, so tokens strictly increase per resource
   // from one granting entry to the next, and a holder's token is one its resource was granted.
