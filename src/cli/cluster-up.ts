@@ -2,6 +2,7 @@
 // private redis-server unless a Redis was given), prefixes their output, and on Ctrl-C/SIGTERM stops
 // the nodes first, then Redis, leaving no process behind.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { ALL_ROLES, type NodeRole } from '../config/index.js';
 import { humanizeLogLine } from './format.js';
@@ -138,6 +139,14 @@ export async function clusterUp(opts: ClusterUpOptions): Promise<void> {
     });
   }
 
+  // Internal routes (Raft, queue relays, cache coherence) are never left open: without a
+  // CLUSTER_SECRET in the environment, this cluster gets a fresh random one, shared by its nodes only.
+  let secretNote = 'from CLUSTER_SECRET';
+  if ((childEnv.CLUSTER_SECRET ?? '').trim() === '') {
+    childEnv.CLUSTER_SECRET = randomBytes(32).toString('hex');
+    secretNote = 'generated for this run (set CLUSTER_SECRET to choose one)';
+  }
+
   const addrs = clusterAddrs(specs);
   const entry = process.argv[1];
   if (entry === undefined) fail('cannot tell where the dss CLI lives (process.argv[1] is empty)');
@@ -206,6 +215,7 @@ export async function clusterUp(opts: ClusterUpOptions): Promise<void> {
     `DSS cluster is up (${opts.topology}, ${specs.length} nodes${opts.fast ? ', fast Raft timeouts' : ''})`,
     ...specs.map((s) => `  ${s.id.padEnd(width)}  http://127.0.0.1:${s.port}  ${s.roles.join('+')}`),
     `  redis  ${redis ? `${redis.url} (AOF in ${redis.dir})` : (childEnv.REDIS_URL ?? 'from REDIS_* environment')}`,
+    `Internal routes: protected by a cluster secret, ${secretNote}`,
     `Dashboard: http://127.0.0.1:${specs[0]!.port}/`,
     `Data: ${dataDir}`,
     'Press Ctrl-C to stop.',

@@ -236,6 +236,20 @@ describe('split topology (dss cluster up --topology split)', { timeout: 180_000 
     }
   });
 
+  it('internal routes are protected by a secret cluster up generated', async () => {
+    assert.match(out, /Internal routes: protected by a cluster secret, generated/);
+    const internal: [Role, string, unknown][] = [
+      ['lock', '/raft/request_vote', { messages: [] }],
+      ['queue', '/queue/internal_push', { queue: 'q', message: 1 }],
+      ['cache', '/cache/handle_request', { key: 'k' }],
+    ];
+    for (const [role, path, body] of internal) {
+      const a = await call(byRole(role)[0]!, 'POST', path, body);
+      assert.equal(a.status, 401, `${path}: ${JSON.stringify(a.body)}`);
+      assert.equal((a.body.error as { code: string }).code, 'unauthorized');
+    }
+  });
+
   it('stops every node and its Redis on SIGTERM', async () => {
     proc!.kill('SIGTERM');
     assert.equal(await exited, 0, err);
