@@ -208,9 +208,11 @@ function installBodyParsers(app: DssApp): void {
       done(null, undefined);
       return;
     }
-    // Internal bodies come from authenticated peers (Raft batches up to 64 MiB): not scanned.
-    if (!isInternalPath(request.url) && jsonDepthExceeds(text, MAX_JSON_DEPTH)) {
-      done(new DssError('bad_request', `body: JSON nested deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+    // Internal bodies wrap public values a few levels deeper (a cache value inside a coherence
+    // message): they get twice the depth, and are still scanned, in case no secret guards them.
+    const maxDepth = isInternalPath(request.url) ? 2 * MAX_JSON_DEPTH : MAX_JSON_DEPTH;
+    if (jsonDepthExceeds(text, maxDepth)) {
+      done(new DssError('bad_request', `body: JSON nested deeper than ${maxDepth} levels`), undefined);
       return;
     }
     void parseJson(request, text, done);

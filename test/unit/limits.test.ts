@@ -22,6 +22,7 @@ const cluster = parseClusterAddrs('node1=127.0.0.1:1#lock+queue+cache', 'http').
 const echo: FastifyPluginCallbackTypebox<{ ctx: ApiContext }> = (app, _opts, done) => {
   app.post('/test/echo', (req) => ({ ok: true, body: req.body as Json }));
   app.get('/test/ping', () => ({ ok: true }));
+  app.post('/cache/handle_test', (req) => ({ ok: true, body: req.body as Json }));
   done();
 };
 
@@ -117,6 +118,19 @@ describe('request limits on a real server', () => {
       payload: bomb,
     });
     assert.equal(r3.statusCode, 400);
+    // Internal bodies carry public values a level or two deeper: they get twice the depth.
+    const nested = (n: number): string => '['.repeat(n) + ']'.repeat(n);
+    const internal = async (n: number): Promise<number> =>
+      (
+        await app.inject({
+          method: 'POST',
+          url: '/cache/handle_test',
+          headers: { 'content-type': 'application/json' },
+          payload: nested(n),
+        })
+      ).statusCode;
+    assert.equal(await internal(MAX_JSON_DEPTH + 2), 200);
+    assert.equal(await internal(2 * MAX_JSON_DEPTH + 1), 400);
   });
 
   it('a cache value larger than CACHE_MAX_VALUE_BYTES is a 413', async () => {
