@@ -7,13 +7,13 @@ import { DssError } from '../errors.js';
 /** Internal routes are exactly these prefixes (SPEC 8). */
 const INTERNAL_PREFIXES = ['/raft/', '/queue/internal_', '/cache/handle_'];
 
+/** Probes and scraping: open when API_TOKENS is set, unless OPS_ROUTES_OPEN=false. */
+const OPS_PATHS = new Set(['/health', '/ready', '/metrics']);
+
 /** Public routes that stay open when API_TOKENS is set: probes, scraping, and the API documentation. */
 // The dashboard's page, script and style hold no data (a browser cannot send a bearer token when it
 // loads a page); its JSON routes stay behind the tokens, and the page asks for one on a 401.
 const OPEN_EXACT = new Set([
-  '/health',
-  '/ready',
-  '/metrics',
   '/openapi.json',
   '/docs',
   '/',
@@ -28,7 +28,8 @@ export function isInternalPath(path: string): boolean {
   return INTERNAL_PREFIXES.some((p) => path.startsWith(p));
 }
 
-function isOpenPath(path: string): boolean {
+function isOpenPath(path: string, opsOpen: boolean): boolean {
+  if (OPS_PATHS.has(path)) return opsOpen;
   return OPEN_EXACT.has(path) || OPEN_PREFIXES.some((p) => path.startsWith(p));
 }
 
@@ -65,6 +66,8 @@ function pathOf(request: FastifyRequest): string {
 export interface AuthOptions {
   clusterSecret: string | null;
   apiTokens: string[];
+  /** Leave /health, /ready and /metrics open when API_TOKENS is set (default true). */
+  opsOpen?: boolean;
 }
 
 /** Returns a check for an onRequest hook that throws DssError('unauthorized'); null when auth is off. */
@@ -88,7 +91,7 @@ export function createAuthCheck(opts: AuthOptions): ((request: FastifyRequest) =
       }
       return;
     }
-    if (opts.apiTokens.length === 0 || isOpenPath(pattern ?? path)) return;
+    if (opts.apiTokens.length === 0 || isOpenPath(pattern ?? path, opts.opsOpen ?? true)) return;
     if (token === null || !matchesAny(token, publicSecrets)) {
       throw new DssError('unauthorized', 'missing or wrong bearer token');
     }

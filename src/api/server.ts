@@ -52,6 +52,8 @@ export interface BuildServerOptions {
   logger?: Logger;
   clusterSecret?: string | null;
   apiTokens?: string[];
+  /** OPS_ROUTES_OPEN: /health, /ready, /metrics without a token when API_TOKENS is set (default true). */
+  opsRoutesOpen?: boolean;
   readinessChecks?: ReadinessCheck[];
   peers?: PeerReachability;
   statusSections?: StatusSections;
@@ -135,6 +137,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<DssApp> {
   const authCheck = createAuthCheck({
     clusterSecret: opts.clusterSecret ?? null,
     apiTokens: opts.apiTokens ?? [],
+    opsOpen: opts.opsRoutesOpen ?? true,
   });
   const limiter = opts.ratePerConnection ? new ConnectionRateLimiter(opts.ratePerConnection) : null;
   // A relay says so in a header; with a cluster secret it must also carry the secret to count.

@@ -202,6 +202,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     dataDir: get('DATA_DIR')?.trim() ?? `./data/${nodeId}`,
     clusterSecret: get('CLUSTER_SECRET')?.trim() ?? null,
     apiTokens: apiTokens ?? [],
+    opsRoutesOpen:
+      get('OPS_ROUTES_OPEN') === undefined ? true : parseFlag('OPS_ROUTES_OPEN', get('OPS_ROUTES_OPEN')),
     tls,
     logLevel: logLevelRaw as LogLevel,
     testHooks: parseFlag('DSS_TEST_HOOKS', get('DSS_TEST_HOOKS')),

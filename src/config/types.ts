@@ -90,6 +90,8 @@ export interface Config {
   clusterSecret: string | null;
   /** Bearer tokens for public routes; empty = public routes are open. */
   apiTokens: string[];
+  /** OPS_ROUTES_OPEN: /health, /ready and /metrics need no token even with API_TOKENS (default true). */
+  opsRoutesOpen: boolean;
   /** File paths; read at start by the composition root. */
   tls: { certFile: string; keyFile: string; caFile: string | null } | null;
   logLevel: LogLevel;

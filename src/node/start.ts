@@ -388,6 +388,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       logger,
       clusterSecret: config.clusterSecret,
       apiTokens: config.apiTokens,
+      opsRoutesOpen: config.opsRoutesOpen,
       readinessChecks: [...readinessChecks, ...(opts.readinessChecks ?? [])],
       peers: prober,
       statusSections,

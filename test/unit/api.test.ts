@@ -568,6 +568,17 @@ describe('authentication', () => {
     await app.close();
   });
 
+  it('OPS_ROUTES_OPEN=false puts health, ready and metrics behind the tokens too (docs stay open)', async () => {
+    const { app } = await makeServer({ apiTokens: ['t1'], clusterSecret: 'cs', opsRoutesOpen: false });
+    for (const url of ['/health', '/ready', '/metrics']) {
+      assert.equal((await app.inject({ method: 'GET', url })).statusCode, 401, url);
+      const r = await app.inject({ method: 'GET', url, headers: { authorization: 'Bearer t1' } });
+      assert.notEqual(r.statusCode, 401, url);
+    }
+    assert.equal((await app.inject({ method: 'GET', url: '/openapi.json' })).statusCode, 200);
+    await app.close();
+  });
+
   it('API_TOKENS guards public routes except health, ready, metrics and docs', async () => {
     const { app } = await makeServer({ apiTokens: ['t1', 't2'], clusterSecret: 'cs' });
     assert.equal((await app.inject({ method: 'GET', url: '/status' })).statusCode, 401);

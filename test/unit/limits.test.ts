@@ -301,6 +301,9 @@ describe('limit settings', () => {
       lockMaxHoldsPerClient: 10_000,
     });
     assert.equal(loadConfig({ ...base, LOCK_MAX_WAITERS: '5' }).limits.lockMaxWaiters, 5);
+    assert.equal(c.opsRoutesOpen, true);
+    assert.equal(loadConfig({ ...base, OPS_ROUTES_OPEN: 'false' }).opsRoutesOpen, false);
+    assert.throws(() => loadConfig({ ...base, OPS_ROUTES_OPEN: 'maybe' }), /OPS_ROUTES_OPEN/);
     assert.throws(() => loadConfig({ ...base, CACHE_MAX_VALUE_BYTES: '2000000' }), /CACHE_MAX_VALUE_BYTES/);
     assert.throws(
       () => loadConfig({ ...base, RATE_LIMIT_PER_CONNECTION: 'lots' }),
