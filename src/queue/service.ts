@@ -3,6 +3,7 @@
 // redelivery monitor for the queues this node owns on the hash ring.
 import type { Logger } from 'pino';
 import { DssError } from '../errors.js';
+import { anchoredWallClock } from '../clock.js';
 import type { Json } from '../raft/types.js';
 import type { HashRing } from './ring.js';
 import type { NackOutcome, PoppedMessage, QueueStats, QueueStore, RedisClient } from './store.js';
@@ -83,7 +84,7 @@ export class QueueService {
 
   constructor(opts: QueueServiceOptions) {
     this.opts = opts;
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? anchoredWallClock();
   }
 
   start(): void {
