@@ -29,6 +29,11 @@ export interface ClusterOptions {
   direct?: boolean;
   /** Extra node(1) flags for every node process, e.g. ['--cpu-prof'] when profiling. */
   nodeArgs?: string[];
+  /**
+   * Nodes serve HTTPS (pass TLS_CERT/TLS_KEY/TLS_CA in `env`); node URLs are https://. This process
+   * must trust the CA for the helper's own requests (e.g. undici's setGlobalDispatcher).
+   */
+  https?: boolean;
 }
 
 export interface NodeStatus {
@@ -91,7 +96,7 @@ export class TestCluster {
         c.nodes.push({
           id,
           port: ports[i]!,
-          url: `http://127.0.0.1:${ports[i]}`,
+          url: `${opts.https ? 'https' : 'http'}://127.0.0.1:${ports[i]}`,
           dataDir,
           logFile: join(c.dir, `${id}.log`),
           proc: null,
