@@ -110,6 +110,8 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
   }
 
   const cleanups: (() => Promise<void>)[] = [];
+  /** Run at stop before the server closes: answer requests parked in services. */
+  const drains: (() => void)[] = [];
   const cleanup = async (): Promise<void> => {
     for (const c of cleanups.splice(0).reverse()) {
       try {
@@ -201,6 +203,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
         dashboard.locks = table;
         // Runs before node.stop() (cleanups unwind in reverse): blocked acquires get an answer.
         cleanups.push(() => Promise.resolve(lockService.stop()));
+        drains.push(() => lockService.stop());
       }
       raft = node;
       readinessChecks.push(raftLeaderCheck(node));
@@ -294,6 +297,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
       service.start();
       const queueService = service;
       cleanups.push(() => Promise.resolve(queueService.stop()));
+      drains.push(() => queueService.stop());
       const router = new QueueRouter({
         nodeId: config.nodeId,
         ring,
@@ -429,6 +433,17 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
         }
         // M lines to memory first, while peers can still reach us (idempotent; later no-op).
         await stopCache().catch((err: unknown) => logger.error({ err }, 'cache stop failed'));
+        // Requests parked here (lock waiters, long-poll pops) get their answer now, while their
+        // connections are open: a waiter 503 shutting_down (its retry elsewhere finds its queued
+        // acquire, acquires are idempotent), a pop an empty reply. Else the server's forced close
+        // would cut them off without an answer.
+        for (const drain of drains.splice(0)) {
+          try {
+            drain();
+          } catch (err) {
+            logger.warn({ err }, 'drain before shutdown failed');
+          }
+        }
         // Cleanups run in reverse order of creation: server, probes, Raft, transport.
         await cleanup();
         logger.info('node stopped');
