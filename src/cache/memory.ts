@@ -7,6 +7,7 @@
 // wrote. The fence key is `dss:fence:{dss:mem:K}`: its hash tag is the value key's whole name, so
 // both land in one Redis Cluster slot (keys cannot contain braces, SPEC 3).
 import { existsSync, readFileSync } from 'node:fs';
+import { withCommandDeadline } from '../queue/redis.js';
 import { toDssError, type RedisClient } from '../queue/store.js';
 import type { Data, Token } from './types.js';
 
@@ -64,7 +65,7 @@ export class CacheMemory implements MainMemory {
   async readAndFence(key: string, token: Token): Promise<Data> {
     let text: unknown;
     try {
-      text = await this.readCmd([memKey(key), fenceKey(key)], [token[0], token[1]]);
+      text = await withCommandDeadline(this.readCmd([memKey(key), fenceKey(key)], [token[0], token[1]]));
     } catch (e) {
       throw toDssError(e);
     }
@@ -87,7 +88,7 @@ export class CacheMemory implements MainMemory {
   /** A new epoch for `nodeId` as a home: strictly greater than any it had before (INCR). */
   async nextEpoch(nodeId: string): Promise<number> {
     try {
-      return await this.redis.incr(epochKey(nodeId));
+      return await withCommandDeadline(this.redis.incr(epochKey(nodeId)));
     } catch (e) {
       throw toDssError(e);
     }
@@ -96,7 +97,7 @@ export class CacheMemory implements MainMemory {
   private async run(key: string, args: (string | number)[]): Promise<boolean> {
     let reply: unknown;
     try {
-      reply = await this.writeCmd([memKey(key), fenceKey(key)], args);
+      reply = await withCommandDeadline(this.writeCmd([memKey(key), fenceKey(key)], args));
     } catch (e) {
       throw toDssError(e);
     }

@@ -7,10 +7,29 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { RedisConfig } from '../config/index.js';
 import type { RedisClient } from './store.js';
 
+/** How long one Redis call may take before the request that made it gets its 503. */
+export const REDIS_COMMAND_TIMEOUT_MS = 5_000;
+
+/**
+ * Bounds one Redis call from the moment it is issued. ioredis starts `commandTimeout` only when a
+ * command is written to the socket, and with auto-pipelining a command issued while the previous
+ * pipeline is still unanswered waits in the client for it first: on a hung Redis (SIGSTOP) that
+ * made one call take two command timeouts, and a cache transaction with several calls in a row
+ * (each queued behind a hung pipeline) over 15 s. Measured in test/integration/redis-outage.test.ts.
+ * The call itself is not cancelled: as with any timeout, its outcome is unknown.
+ */
+export function withCommandDeadline<T>(call: Promise<T>, ms = REDIS_COMMAND_TIMEOUT_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis call timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([call, deadline]).finally(() => clearTimeout(timer));
+}
+
 const COMMON: RedisOptions = {
   enableOfflineQueue: false,
   maxRetriesPerRequest: 1,
-  commandTimeout: 5_000,
+  commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
   connectTimeout: 2_000,
   autoResendUnfulfilledCommands: false,
   retryStrategy: (attempt: number) => Math.min(attempt * 50, 500),

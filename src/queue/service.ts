@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { DssError } from '../errors.js';
 import { anchoredWallClock } from '../clock.js';
 import type { Json } from '../raft/types.js';
+import { withCommandDeadline } from './redis.js';
 import type { HashRing } from './ring.js';
 import type { NackOutcome, PoppedMessage, QueueStats, QueueStore, RedisClient } from './store.js';
 
@@ -210,7 +211,7 @@ export class QueueService {
     // Before the push: a queue whose messages exist is always in the registry, so the monitor can
     // never miss its expired deliveries. A push that then fails leaves a harmless empty entry.
     try {
-      await this.opts.redis.sadd(QUEUE_REGISTRY_KEY, queue);
+      await withCommandDeadline(this.opts.redis.sadd(QUEUE_REGISTRY_KEY, queue));
     } catch (e) {
       throw new DssError('unavailable', `Redis unavailable: ${e instanceof Error ? e.message : String(e)}`);
     }

@@ -22,6 +22,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
 import { DssError } from '../errors.js';
+import { withCommandDeadline } from './redis.js';
 import type { Json } from '../raft/types.js';
 
 export type RedisClient = Redis | Cluster;
@@ -246,7 +247,7 @@ export class QueueStore {
 
   private async run(name: ScriptName, keys: readonly string[], args: readonly ScriptArg[]): Promise<unknown> {
     try {
-      return await this.commands[name](keys, args);
+      return await withCommandDeadline(this.commands[name](keys, args));
     } catch (e) {
       throw toDssError(e);
     }
