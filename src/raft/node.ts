@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { DssError } from '../errors.js';
 import { endpointOf, type RaftEndpoint, type Transport } from '../transport/transport.js';
 import { RaftCore } from './core.js';
+import { StorageFullError } from './storage/file-storage.js';
 import {
   isResponse,
   type Entry,
@@ -108,6 +109,10 @@ export class RaftNode {
   private persistedIndex = 0;
   private appliedTerm = 0;
   private snapshotting = false;
+  /** The last write found the disk full: the loop retries it, new proposals and reads get 503. */
+  private diskFull = false;
+  /** No local snapshot is attempted before this time (performance.now()) after one found no space. */
+  private snapshotBlockedUntil = 0;
 
   constructor(opts: RaftNodeOptions, events: RaftNodeEvents = {}) {
     this.opts = opts;
@@ -202,6 +207,7 @@ export class RaftNode {
     const core = this.requireRunning();
     const st = core.status();
     if (st.role !== 'leader') return Promise.reject(this.notLeader(st.leaderId));
+    if (this.diskFull) return Promise.reject(diskFullError());
     return new Promise((resolve, reject) => {
       this.proposalBuffer.push({ command, p: { resolve, reject } });
       this.kick();
@@ -213,6 +219,8 @@ export class RaftNode {
     const core = this.requireRunning();
     const st = core.status();
     if (st.role !== 'leader') return Promise.reject(this.notLeader(st.leaderId));
+    // Reads need the loop, which is held until the disk takes the pending write.
+    if (this.diskFull) return Promise.reject(diskFullError());
     return new Promise((resolve, reject) => {
       this.readBatch.push({ resolve, reject });
       this.kick();
@@ -277,8 +285,7 @@ export class RaftNode {
       const onDisk = rd.snapshot ? 0 : this.persistedIndex;
       const ready = rd.committed.filter((e) => e.index <= onDisk);
       this.applyEntries(ready);
-      await this.persist(rd);
-      if (!this.running) return;
+      if (!(await this.persist(rd)) || !this.running) return;
       this.dispatch(early.length > 0 ? rd.messages.filter((m) => m.type !== 'append') : rd.messages, n);
       this.apply(rd, ready.length);
       core.advance(rd);
@@ -323,20 +330,58 @@ export class RaftNode {
     }
   }
 
-  private async persist(rd: Ready): Promise<void> {
+  /** False when the node stopped before `rd` could be stored (a full disk held it). */
+  private async persist(rd: Ready): Promise<boolean> {
     const storage = this.opts.storage;
-    if (rd.snapshot) {
-      await storage.saveSnapshot(rd.snapshot, true);
-      this.persistedIndex = rd.snapshot.meta.index;
+    const snapshot = rd.snapshot;
+    if (snapshot) {
+      if (!(await this.untilStored(() => storage.saveSnapshot(snapshot, true)))) return false;
+      this.persistedIndex = snapshot.meta.index;
     }
     // A hard state whose only change is the commit index is not worth a write of its own: commit is
     // volatile in Raft (a restarted node relearns it from the leader), and the next entries carry it.
     if (rd.entries.length > 0 || (rd.hardState && rd.mustSync)) {
-      await storage.save(rd.hardState, rd.entries, rd.mustSync);
+      if (!(await this.untilStored(() => storage.save(rd.hardState, rd.entries, rd.mustSync)))) return false;
     }
     // The stored log now ends with these entries (a follower's may have replaced a suffix).
     const last = rd.entries[rd.entries.length - 1];
     if (last) this.persistedIndex = last.index;
+    return true;
+  }
+
+  /**
+   * A full disk is not a storage failure: the storage undid the write (StorageFullError), so the same
+   * write is retried, with backoff, until space comes back. Meanwhile this Ready is held: nothing that
+   * depends on it is sent, applied or acknowledged; proposals and reads get 503 at once (waiting ones
+   * time out with an unknown outcome); a leader sends no heartbeats, so in a cluster another node
+   * takes over. False when the node stopped while waiting.
+   */
+  private async untilStored(write: () => Promise<void>): Promise<boolean> {
+    for (let backoffMs = 10; ; backoffMs = Math.min(2 * backoffMs, 500)) {
+      try {
+        await write();
+        if (this.diskFull) {
+          this.diskFull = false;
+          this.log.warn('raft storage has space again; writes resume');
+        }
+        return true;
+      } catch (err) {
+        if (!(err instanceof StorageFullError)) throw err;
+        if (!this.diskFull) {
+          this.diskFull = true;
+          this.log.error({ err }, 'raft storage is full; writes are refused until space is freed');
+          // Not in the log yet, so refusing them is safe; those in the held Ready stay pending.
+          const refused = diskFullError();
+          for (const b of this.proposalBuffer) b.p.reject(refused);
+          this.proposalBuffer = [];
+          for (const r of this.readBatch) r.reject(refused);
+          this.readBatch = [];
+        }
+        if (!this.running) return false;
+        await new Promise((r) => setTimeout(r, backoffMs));
+        if (!this.running) return false;
+      }
+    }
   }
 
   /** Apply `rd` after it was persisted; its first `alreadyApplied` committed entries were applied before. */
@@ -416,13 +461,22 @@ export class RaftNode {
   private async maybeSnapshot(core: RaftCore): Promise<void> {
     const every = this.opts.snapshotEvery ?? 10_000;
     if (this.snapshotting || this.appliedIndex - this.lastSnapshotIndex < every) return;
+    if (performance.now() < this.snapshotBlockedUntil) return;
     this.snapshotting = true;
     try {
       const snapshot: Snapshot = {
         meta: { index: this.appliedIndex, term: this.appliedTerm, voters: [...this.opts.voters] },
         data: this.opts.stateMachine.snapshot(),
       };
-      await this.opts.storage.saveSnapshot(snapshot, false);
+      try {
+        await this.opts.storage.saveSnapshot(snapshot, false);
+      } catch (err) {
+        if (!(err instanceof StorageFullError)) throw err;
+        // A local snapshot is an optimisation: skip it (the log keeps everything) and try again later.
+        this.log.warn({ err }, 'raft snapshot skipped: no space left');
+        this.snapshotBlockedUntil = performance.now() + 1000;
+        return;
+      }
       const keepFrom = Math.max(1, snapshot.meta.index - (this.opts.snapshotRetain ?? 10_000) + 1);
       core.compact(snapshot, keepFrom);
       await this.opts.storage.compact(keepFrom - 1);
@@ -588,6 +642,17 @@ export class RaftNode {
 }
 
 const OUTCOME_UNKNOWN = { details: { outcome: 'unknown' }, retryAfter: 1 };
+
+function diskFullError(): DssError {
+  return new DssError(
+    'unavailable',
+    'raft storage on this node is full; writes are refused until space is freed',
+    {
+      details: { reason: 'disk_full' },
+      retryAfter: 1,
+    },
+  );
+}
 
 /**
  * The command entered the log but this node cannot tell whether it committed: a retry may apply it

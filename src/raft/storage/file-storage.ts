@@ -91,6 +91,18 @@ export class WalCorruptionError extends Error {
   }
 }
 
+/**
+ * A write found no space left on the device. It was undone (the WAL still ends with its last whole
+ * record, a snapshot's temp file is gone), so unlike other write errors this one leaves the storage
+ * usable: the same call may be retried once there is space.
+ */
+export class StorageFullError extends Error {
+  constructor(dir: string, cause: unknown) {
+    super(`raft storage ${dir}: no space left on device; the write was undone`, { cause });
+    this.name = 'StorageFullError';
+  }
+}
+
 export class FileStorage implements RaftStorage {
   private readonly dir: string;
   private readonly segmentBytes: number;
@@ -165,11 +177,13 @@ export class FileStorage implements RaftStorage {
 
   // After a failed write or fsync the kernel may have dropped the dirty pages, and the file may end in
   // a partial record: the only safe continuation is a restart that re-reads the disk.
+  // Only a StorageFullError, thrown after its write was undone, leaves the storage usable.
   private async guard(op: () => Promise<void>): Promise<void> {
     try {
       await op();
     } catch (err) {
-      this.failure = err instanceof Error ? err : new Error(String(err));
+      if (!(err instanceof StorageFullError))
+        this.failure = err instanceof Error ? err : new Error(String(err));
       throw err;
     }
   }
@@ -195,15 +209,30 @@ export class FileStorage implements RaftStorage {
   ): Promise<void> {
     const head = entries[0];
     if (head !== undefined) {
-      await this.writeRecord(seg, { k: 'ents', i: head.index, e: entries.map(encodeEntry), hs: hardState });
+      await this.writeOrUndo(seg, { k: 'ents', i: head.index, e: entries.map(encodeEntry), hs: hardState });
       this.lastIndex = head.index + entries.length - 1;
       this.noteIndex(this.lastIndex);
     } else if (hardState !== null) {
-      await this.writeRecord(seg, { k: 'hs', hs: hardState });
+      await this.writeOrUndo(seg, { k: 'hs', hs: hardState });
     }
     if (hardState !== null) this.hardState = { ...hardState };
     if (sync && seg.dirty) await this.datasync(seg);
     if (seg.size >= this.segmentBytes) await this.rotate(seg);
+  }
+
+  /**
+   * The one record of a save. When the device is full, whatever part of it reached the file is cut off
+   * again (truncating needs no space): the WAL ends with its last whole record, nothing of this save
+   * counts, and a retry writes it at the same place. Other errors stay fatal (see guard).
+   */
+  private async writeOrUndo(seg: ActiveSegment, record: WalRecord): Promise<void> {
+    try {
+      await this.writeRecord(seg, record);
+    } catch (err) {
+      if (!isNoSpace(err)) throw err;
+      await seg.fh.truncate(seg.size);
+      throw new StorageFullError(this.dir, err);
+    }
   }
 
   private async writeRecord(seg: ActiveSegment, record: WalRecord): Promise<void> {
@@ -293,13 +322,20 @@ export class FileStorage implements RaftStorage {
     const name = snapshotName(file.snapshot.meta.index);
     const temp = join(this.dir, name + TEMP_SUFFIX);
     const buf = encodeSnapshotFile(file);
-    const fh = await open(temp, 'w');
     try {
-      await writeAll(fh, buf, 0);
-      await fh.datasync();
-      this.syncs++;
-    } finally {
-      await fh.close();
+      const fh = await open(temp, 'w');
+      try {
+        await writeAll(fh, buf, 0);
+        await fh.datasync();
+        this.syncs++;
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      // Nothing refers to the temp file yet: without space, dropping it undoes the whole attempt.
+      if (!isNoSpace(err)) throw err;
+      await unlinkIfPresent(temp);
+      throw new StorageFullError(this.dir, err);
     }
     this.written += buf.length;
     await rename(temp, join(this.dir, name));
@@ -661,6 +697,11 @@ async function writeAll(fh: FileHandle, buf: Buffer, position: number): Promise<
     if (bytesWritten === 0) throw new Error('write made no progress');
     done += bytesWritten;
   }
+}
+
+function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 async function unlinkIfPresent(path: string): Promise<void> {
