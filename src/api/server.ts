@@ -163,6 +163,18 @@ export async function buildServer(opts: BuildServerOptions): Promise<DssApp> {
     }
   });
 
+  // fastify asks to close the connection after any body it refused (too large, not JSON), so that
+  // unread body bytes are never taken for the next request. Closing with bytes still unread makes
+  // the kernel send a RST, and a client still sending its body then loses the 413 (ECONNRESET).
+  // When the body's length is declared and bounded, node reads and discards the rest instead, and
+  // the connection stays usable.
+  app.addHook('onSend', (request, reply, payload, done) => {
+    if (!closing && reply.getHeader('connection') === 'close' && isDrainable(request.raw)) {
+      reply.removeHeader('connection');
+    }
+    done(null, payload);
+  });
+
   app.addHook('onResponse', (request, reply, done) => {
     const method = KNOWN_METHODS.has(request.method) ? request.method : 'OTHER';
     // The route pattern (`/cache/*`, never the key) keeps the label bounded; requests that matched
@@ -220,6 +232,15 @@ function installBodyParsers(app: DssApp): void {
     }
     void parseJson(request, text, done);
   });
+}
+
+/** Most body bytes read and discarded after an early answer, rather than closing on them. */
+export const DRAIN_LIMIT = 64 * 1024 * 1024;
+
+function isDrainable(req: http.IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return false;
+  const length = Number(req.headers['content-length'] ?? 0);
+  return Number.isSafeInteger(length) && length <= DRAIN_LIMIT;
 }
 
 /** A request node's HTTP parser rejected before fastify saw it: answer in the SPEC format anyway. */

@@ -480,13 +480,9 @@ function sendRaw(port: number, r: Req, timeoutMs = 15_000): Promise<Res> {
     const lines = [`${r.method} ${r.path} HTTP/1.1`, 'Host: 127.0.0.1'];
     for (const [k, v] of Object.entries(r.headers)) lines.push(`${k}: ${v}`);
     lines.push(`Content-Length: ${body.length}`);
-    sock.write(lines.join('\r\n') + '\r\n\r\n');
-    // The node answers an oversized Content-Length with 413 before reading the body, then closes
-    // without draining it (no lingering close), so a client still writing would get a RST that
-    // discards the 413. Like an `Expect: 100-continue` client, give it a moment to answer first.
-    setTimeout(() => {
-      if (!done && chunks.length === 0) sock.write(body);
-    }, 200);
+    // Headers and body at once, as most clients send them: an oversized body is answered 413
+    // before it has been read, and the node must read and discard the rest rather than reset.
+    sock.write(Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n'), body]));
   });
 }
 

@@ -141,6 +141,39 @@ describe('request limits on a real server', () => {
     assert.match(r.body, /CACHE_MAX_VALUE_BYTES/);
   });
 
+  it('a body over the limit gets its 413 even while the client is still sending it, and the connection stays usable', async () => {
+    const app = await server();
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as { port: number };
+    let connections = 0;
+    app.server.on('connection', () => connections++);
+    const client = new Client(`http://127.0.0.1:${port}`, { pipelining: 1 });
+    const post = async (body: Buffer | string): Promise<{ status: number; code?: string }> => {
+      const r = await client.request({
+        method: 'POST',
+        path: '/test/echo',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      const json = (await r.body.json()) as { error?: { code: string } };
+      return { status: r.statusCode, ...(json.error ? { code: json.error.code } : {}) };
+    };
+    try {
+      // Sent whole and at once: the answer comes before the body has been read. Closing on the
+      // unread bytes made the kernel reset the connection, and the client lost the 413.
+      const big = Buffer.alloc(8 * 1024 * 1024, 0x20);
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual(await post(big), { status: 413, code: 'payload_too_large' }, `oversized body ${i}`);
+        assert.deepEqual(await post('{"n":1}'), { status: 200 }, `next request ${i}`);
+      }
+      assert.deepEqual(await post('{"n":'), { status: 400, code: 'bad_request' });
+      assert.deepEqual(await post('{"n":2}'), { status: 200 });
+      assert.equal(connections, 1, 'every request went over the one connection');
+    } finally {
+      await client.close();
+    }
+  });
+
   it('more requests per second on one connection than RATE_LIMIT_PER_CONNECTION get 429', async () => {
     const app = await server({ ratePerConnection: 20 });
     await app.listen({ host: '127.0.0.1', port: 0 });
