@@ -1,8 +1,6 @@
 // The `dss` command line (bin/dss.js runs the compiled form of this file).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { VERSION } from '../version.js';
-import { clusterUp } from './cluster-up.js';
-import { runNode } from './node-command.js';
 import { runStatus } from './status-command.js';
 import { lockCommand } from './lock-command.js';
 import { queueCommand } from './queue-command.js';
@@ -32,6 +30,9 @@ program
   .command('node')
   .description('run one node configured from the environment (NODE_ID, CLUSTER_ADDRS, ...)')
   .action(async () => {
+    // Loaded here: the server's modules (fastify, ioredis, the Raft core) would otherwise add most
+    // of a second to every client command's start.
+    const { runNode } = await import('./node-command.js');
     await runNode(process.env);
   });
 
@@ -63,6 +64,7 @@ cluster
       dataDir: string;
       fast: boolean;
     }) => {
+      const { clusterUp } = await import('./cluster-up.js');
       await clusterUp({
         nodes: o.nodes,
         basePort: o.basePort,

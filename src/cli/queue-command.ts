@@ -3,7 +3,7 @@
 // which is one line on stderr (with --json the error body also goes to stdout).
 // The formatting is pure (functions returning CliOutput) so that it is unit-tested without a cluster.
 import { Command, InvalidArgumentError } from 'commander';
-import { MAX_BATCH, MAX_POP_WAIT_MS, MAX_VISIBILITY_MS } from '../api/schemas/queue.js';
+import { MAX_BATCH, MAX_POP_WAIT_MS, MAX_VISIBILITY_MS } from '../queue/limits.js';
 import type { Json } from '../raft/types.js';
 import {
   DssClient,
