@@ -25,7 +25,7 @@ import type {
   LeaseWire,
   SnoopReplyWire,
 } from '../api/schemas/cache.js';
-import { DssError } from '../errors.js';
+import { DssError, isDssError } from '../errors.js';
 import { plan } from './directory.js';
 import type { SnoopKind } from './link.js';
 import type { MainMemory } from './memory.js';
@@ -34,6 +34,8 @@ import type { Data, DirEntry, NodeId, PlanStep, Token } from './types.js';
 /** A clock-rate allowance between nodes' monotonic clocks, on top of a fixed margin. */
 const DRIFT = 0.02;
 const MARGIN_MS = 50;
+/** Pause between two tries of a snoop that failed (see `message`). */
+const RETRY_GAP_MS = 20;
 
 interface Holding {
   readonly seq: number;
@@ -366,6 +368,12 @@ export class CacheHome {
   /**
    * One snoop or invalidation. A holder that does not answer is given up on (after its lease has
    * run out, which is what makes skipping it safe) and counts as not holding the line.
+   *
+   * Giving up costs a holder its dirty lines (their write-backs are fenced out), so a holder that is
+   * only slow (a GC pause, a busy CPU) must not be given up on: since the home has to wait its lease
+   * out before going on without it anyway, it asks again until then, and only a holder that stays
+   * silent for a whole lease is revoked. Asking twice is harmless: a holder applies a snoop to the
+   * grant it names once, and answers a repeat from the line as it left it.
    */
   private async message(
     key: string,
@@ -373,15 +381,34 @@ export class CacheHome {
     h: Holding,
   ): Promise<SnoopReplyWire> {
     const kind: SnoopKind = step.kind === 'snoop' ? 'snoop_read' : 'invalidate';
-    this.opts.metrics?.message(kind);
-    try {
-      return await this.opts.snoop(step.node, kind, { key, seq: h.seq, gen: h.gen });
-    } catch (e) {
-      if (step.node === this.opts.nodeId) throw e;
-      await this.revoke(step.node, `${kind} of ${key} failed: ${e instanceof Error ? e.message : String(e)}`);
-      // It may have held the line exclusively and still write it back: fence it out.
-      await this.opts.memory.fence(key, [this.epoch, ++this.counter]);
-      return { held: false };
+    let retryUntil: number | null = null;
+    for (;;) {
+      this.opts.metrics?.message(kind);
+      try {
+        return await this.opts.snoop(step.node, kind, { key, seq: h.seq, gen: h.gen });
+      } catch (e) {
+        if (step.node === this.opts.nodeId) throw e;
+        const m = this.members.get(step.node);
+        // Only silence or a busy line is worth asking again; any other answer is the holder's word.
+        const silent = !isDssError(e) || e.code === 'timeout';
+        if (silent && m !== undefined && m.gen === h.gen && !m.revoked) {
+          // Fixed at the first failure: renewals that still arrive from a holder that never answers
+          // the snoop (it could be stuck behind this very transaction) do not extend the retries.
+          retryUntil ??= m.lastAnswered + this.leaseBoundMs;
+          if (this.now() < retryUntil) {
+            // A refused connection fails at once: do not spin on it.
+            await this.sleep(Math.min(RETRY_GAP_MS, Math.max(0, retryUntil - this.now())));
+            continue;
+          }
+        }
+        await this.revoke(
+          step.node,
+          `${kind} of ${key} failed: ${e instanceof Error ? e.message : String(e)}`,
+        );
+        // It may have held the line exclusively and still write it back: fence it out.
+        await this.opts.memory.fence(key, [this.epoch, ++this.counter]);
+        return { held: false };
+      }
     }
   }
 

@@ -141,12 +141,27 @@ async function startCluster(redis: RedisServer, policy: string): Promise<TestClu
   return c;
 }
 
-function verdict(w: Workload): void {
+/** What the nodes warned about (a home giving up on a holder, a write-back fenced out...): the post-mortem of a failure. */
+function warnings(c: TestCluster): string {
+  return c.nodes
+    .map((n) => {
+      const lines = c
+        .logTail(n.id, 100_000)
+        .split('\n')
+        .filter((l) => /"level":(4|5|6)0/.test(l));
+      return `${n.id}: ${lines.length} warnings\n${lines.slice(0, 30).join('\n')}`;
+    })
+    .join('\n');
+}
+
+function verdict(w: Workload, c: TestCluster): void {
   const r = checkLinearizable(w.ops, { timeoutMs: 30_000 });
   const summary = JSON.stringify(w.counts);
   if (r.ok !== true) {
     const detail = r.ok === false ? `${r.reason}\n${JSON.stringify(r.witness, null, 1)}` : 'search timed out';
-    assert.fail(`history of ${w.ops.length} calls ${summary} is not linearizable on ${r.key}: ${detail}`);
+    assert.fail(
+      `history of ${w.ops.length} calls ${summary} is not linearizable on ${r.key}: ${detail}\n${warnings(c)}`,
+    );
   }
   assert.ok(w.counts.writes > 50 && w.counts.reads > 50, `enough traffic: ${summary}`);
 }
@@ -167,7 +182,7 @@ describe('cache linearizability by history (3 real processes)', () => {
     w.start();
     await delay(6_000);
     await w.stop();
-    verdict(w);
+    verdict(w, c);
     await c.stop();
     c = undefined;
   });
@@ -211,6 +226,6 @@ describe('cache linearizability by history (3 real processes)', () => {
       cluster.heal();
       await w.stop();
     }
-    verdict(w);
+    verdict(w, cluster);
   });
 });

@@ -1149,4 +1149,37 @@ describe('cache protocol simulation (3 nodes in process)', () => {
       assert.deepEqual(problems, [], story);
     },
   );
+
+  it(
+    'a holder paused longer than a snoop timeout but within its lease keeps its dirty line',
+    { timeout: 30_000 },
+    async () => {
+      // Write-back: X holds k in M with a value memory has never seen. X then stalls (a GC pause, a
+      // busy CPU) for longer than the home's snoop timeout but well within its lease, just as R reads
+      // k. Giving X up would fence its write-back out and lose an acknowledged write; the home must
+      // ask again until X's lease has run out, and X answers once it runs again.
+      const sim = new Sim(new Rng(seedFor(9)), 'write-back');
+      await sim.start();
+      const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+      const k = keys[0]!;
+      const h = sim.ring.owner(k);
+      const x = NODES.find((n) => n !== h)!;
+      const r = NODES.find((n) => n !== h && n !== x)!;
+      await sim.instance(x).svc.put(k, { present: true, value: 'v1' });
+      assert.equal(sim.store.read(k).present, false, "the value is only in X's L1");
+      // The snoop timeout is half the lease (CacheService): pause for 1.2 snoop timeouts.
+      const pauseMs = Math.round(0.6 * LEASE_MS);
+      sim.freeze(x);
+      const thawed = sleep(pauseMs).then(() => sim.thaw(x));
+      const got = await sim.instance(r).svc.get(k);
+      await thawed;
+      assert.deepEqual(got.data, { present: true, value: 'v1' });
+      assert.equal(sim.metrics.revocations, 0, 'no holder was given up on');
+      assert.deepEqual(sim.store.read(k), { present: true, value: 'v1' }, 'written back by the snoop');
+      await sleep(2 * LEASE_MS);
+      const problems = checkInvariants(sim, keys);
+      await sim.stopAll();
+      assert.deepEqual(problems, []);
+    },
+  );
 });
