@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { freePort } from '../../src/cli/processes.js';
+import { DSS_ENTRY } from '../helpers/entry.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const live = new Set<ChildProcess>();
@@ -26,7 +27,7 @@ interface Run {
 
 /** `dss <args>` with only the given environment (plus PATH), so the developer's env cannot leak in. */
 function dss(args: string[], env: Record<string, string>): Run {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), ...args], {
+  const proc = spawn(process.execPath, [...DSS_ENTRY, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { isPortFree } from '../../src/cli/processes.js';
 import { waitFor } from '../helpers/wait.js';
+import { DSS_ENTRY } from '../helpers/entry.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const ROLES = ['lock', 'queue', 'cache'] as const;
@@ -72,9 +73,7 @@ describe('split topology (dss cluster up --topology split)', { timeout: 180_000 
     proc = spawn(
       process.execPath,
       [
-        '--import',
-        'tsx',
-        join(ROOT, 'src/cli/main.ts'),
+        ...DSS_ENTRY,
         'cluster',
         'up',
         '--topology',

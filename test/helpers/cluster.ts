@@ -6,6 +6,7 @@ import { createWriteStream, mkdtempSync, readFileSync, rmSync, type WriteStream 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DSS_ENTRY } from './entry.js';
 import { freePort, TcpProxy, type ProxyMode } from './proxy.js';
 import { waitFor } from './wait.js';
 
@@ -135,7 +136,7 @@ export class TestCluster {
   private spawn(node: TestNode): void {
     const log = createWriteStream(node.logFile, { flags: 'a' });
     this.logs.push(log);
-    const args = [...this.nodeArgs, '--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'node'];
+    const args = [...this.nodeArgs, ...DSS_ENTRY, 'node'];
     const proc = spawn(process.execPath, args, {
       cwd: ROOT,
       env: { ...process.env, ...node.env },

@@ -31,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { crc32 } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { TestCluster } from '../helpers/cluster.js';
+import { DSS_ENTRY } from '../helpers/entry.js';
 import { waitFor } from '../helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -336,7 +337,7 @@ async function runToExit(
   timeoutMs: number,
 ): Promise<{ code: number | null; stderr: string }> {
   const node = c.node(NODE);
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), 'node'], {
+  const proc = spawn(process.execPath, [...DSS_ENTRY, 'node'], {
     cwd: ROOT,
     env: { ...process.env, ...node.env },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, describe, it } from 'node:test';
@@ -26,6 +25,7 @@ import {
 } from '../../src/cli/queue-command.js';
 import type { Json } from '../../src/raft/types.js';
 import { waitFor } from '../helpers/wait.js';
+import { DSS_ENTRY } from '../helpers/entry.js';
 
 interface Msg {
   id: string;
@@ -392,7 +392,7 @@ describe('client.queue', () => {
       new Promise((resolve) => {
         execFile(
           process.execPath,
-          ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), '--url', url, 'queue', ...args],
+          [...DSS_ENTRY, '--url', url, 'queue', ...args],
           { cwd: ROOT, timeout: 20_000 },
           (err, stdout, stderr) =>
             resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
