@@ -382,7 +382,8 @@ export class CacheHome {
   ): Promise<SnoopReplyWire> {
     const kind: SnoopKind = step.kind === 'snoop' ? 'snoop_read' : 'invalidate';
     let retryUntil: number | null = null;
-    for (;;) {
+    const firstTry = this.now();
+    for (let tries = 1; ; tries++) {
       this.opts.metrics?.message(kind);
       try {
         return await this.opts.snoop(step.node, kind, { key, seq: h.seq, gen: h.gen });
@@ -401,9 +402,12 @@ export class CacheHome {
             continue;
           }
         }
+        const why = e instanceof Error ? e.message : String(e);
+        const silence =
+          m === undefined ? '' : `, last answered ${Math.round(this.now() - m.lastAnswered)} ms ago`;
         await this.revoke(
           step.node,
-          `${kind} of ${key} failed: ${e instanceof Error ? e.message : String(e)}`,
+          `${kind} of ${key} failed ${tries}× over ${Math.round(this.now() - firstTry)} ms${silence}: ${why}`,
         );
         // It may have held the line exclusively and still write it back: fence it out.
         await this.opts.memory.fence(key, [this.epoch, ++this.counter]);

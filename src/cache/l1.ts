@@ -62,6 +62,16 @@ interface KeySlot {
   queued: number;
 }
 
+interface Installed {
+  readonly home: NodeId;
+  readonly epoch: number;
+  readonly gen: number;
+  readonly seq: number;
+}
+
+/** How many keys `installed` remembers beyond the L1's capacity. */
+const INSTALLED_SLACK = 1_024;
+
 interface Evicting {
   readonly home: NodeId;
   readonly epoch: number;
@@ -134,6 +144,12 @@ export class CacheL1 {
   private readonly snooping = new Map<string, Promise<unknown>>();
   /** Dirty or busy victims on their way out (still in the L1 until written back). */
   private readonly leaving = new Set<string>();
+  /**
+   * Per key, the newest grant this node installed (or gave back), so that a snoop about it that
+   * arrives again (the home asks again when an answer is late) is known to be about the past and
+   * not about a grant still on its way. Bounded; a key that fell out only makes such a repeat wait.
+   */
+  private readonly installed = new Map<string, Installed>();
   private opCounter = 0;
   private readonly selfGen = randomGen();
   private stopping = false;
@@ -436,6 +452,7 @@ export class CacheL1 {
     };
     this.makeRoom(key);
     this.l1.insert(key, line);
+    this.noteInstalled(key, line);
     return line;
   }
 
@@ -638,7 +655,7 @@ export class CacheL1 {
   private forgetGrant(key: string, grant: HomeGrantWire, gen: number): void {
     // Any older copy of ours was replaced by this grant at the home: it must not stay servable.
     this.l1.delete(key);
-    this.notifyEvicted(key, {
+    const line: LineRec = {
       state: grant.state!,
       data: { present: false },
       home: this.opts.homeOf(key),
@@ -647,7 +664,30 @@ export class CacheL1 {
       seq: grant.seq!,
       token: grant.token!,
       dirty: false,
-    });
+    };
+    this.noteInstalled(key, line);
+    this.notifyEvicted(key, line);
+  }
+
+  private noteInstalled(key: string, line: Installed): void {
+    const prev = this.installed.get(key);
+    if (prev !== undefined && prev.home === line.home && prev.epoch === line.epoch && prev.gen === line.gen) {
+      if (prev.seq >= line.seq) return;
+    }
+    this.installed.delete(key);
+    this.installed.set(key, { home: line.home, epoch: line.epoch, gen: line.gen, seq: line.seq });
+    if (this.installed.size > this.opts.capacity + INSTALLED_SLACK) {
+      const oldest = this.installed.keys().next();
+      if (oldest.done !== true) this.installed.delete(oldest.value);
+    }
+  }
+
+  /** True when this node has installed (or given back) the grant `msg` names, or a later one. */
+  private pastGrant(key: string, from: NodeId, msg: { epoch: number; gen: number; seq: number }): boolean {
+    const i = this.installed.get(key);
+    return (
+      i !== undefined && i.home === from && i.epoch === msg.epoch && i.gen === msg.gen && i.seq >= msg.seq
+    );
   }
 
   /** Every line this node holds, least recently used first. */
@@ -846,8 +886,16 @@ export class CacheL1 {
       ) {
         return { held: false };
       }
-      if (msg.gen === currentGen && op !== null && op.kind === 'request' && op.startedAt <= arrival) {
-        // The grant this message is about is on its way to us: let it land first.
+      if (
+        msg.gen === currentGen &&
+        op !== null &&
+        op.kind === 'request' &&
+        op.startedAt <= arrival &&
+        !this.pastGrant(key, from, msg)
+      ) {
+        // The grant this message is about is on its way to us: let it land first. (Not a repeat of
+        // a snoop we already applied to a grant we had: our request may be queued at the home
+        // behind the very transaction that asks, so waiting for it would only time out.)
         if (!(await bounded(op.done, deadline - this.now()))) throw this.snoopTimeout(key);
         continue;
       }

@@ -841,6 +841,29 @@ async function scenario(t: TestContext, o: ScenarioOptions): Promise<void> {
   assert.ok(r.hist.stats.reads > 50 && r.hist.stats.writes > 50, `too little got done\n${text}`);
 }
 
+/** A write-back cluster where X (not k's home) holds k in M with 'v1', memory never written; R is the third node. */
+async function writtenBackLater(
+  seed: number,
+): Promise<{ sim: Sim; keys: string[]; k: string; x: NodeId; r: NodeId }> {
+  const sim = new Sim(new Rng(seed), 'write-back');
+  await sim.start();
+  const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+  const k = keys[0]!;
+  const h = sim.ring.owner(k);
+  const x = NODES.find((n) => n !== h)!;
+  const r = NODES.find((n) => n !== h && n !== x)!;
+  await sim.instance(x).svc.put(k, { present: true, value: 'v1' });
+  return { sim, keys, k, x, r };
+}
+
+/** Lets notices and renewals settle, checks the invariants, stops the nodes. */
+async function quietThenCheck(sim: Sim, keys: readonly string[]): Promise<void> {
+  await sleep(2 * LEASE_MS);
+  const problems = checkInvariants(sim, keys);
+  await sim.stopAll();
+  assert.deepEqual(problems, []);
+}
+
 describe('cache protocol simulation (3 nodes in process)', () => {
   it('1. no faults, write-back', { timeout: 30_000 }, async (t) => {
     await scenario(t, {
@@ -1158,14 +1181,7 @@ describe('cache protocol simulation (3 nodes in process)', () => {
       // busy CPU) for longer than the home's snoop timeout but well within its lease, just as R reads
       // k. Giving X up would fence its write-back out and lose an acknowledged write; the home must
       // ask again until X's lease has run out, and X answers once it runs again.
-      const sim = new Sim(new Rng(seedFor(9)), 'write-back');
-      await sim.start();
-      const keys = pickKeys(sim.ring, KEYS_PER_HOME);
-      const k = keys[0]!;
-      const h = sim.ring.owner(k);
-      const x = NODES.find((n) => n !== h)!;
-      const r = NODES.find((n) => n !== h && n !== x)!;
-      await sim.instance(x).svc.put(k, { present: true, value: 'v1' });
+      const { sim, keys, k, x, r } = await writtenBackLater(seedFor(9));
       assert.equal(sim.store.read(k).present, false, "the value is only in X's L1");
       // The snoop timeout is half the lease (CacheService): pause for 1.2 snoop timeouts.
       const pauseMs = Math.round(0.6 * LEASE_MS);
@@ -1176,10 +1192,32 @@ describe('cache protocol simulation (3 nodes in process)', () => {
       assert.deepEqual(got.data, { present: true, value: 'v1' });
       assert.equal(sim.metrics.revocations, 0, 'no holder was given up on');
       assert.deepEqual(sim.store.read(k), { present: true, value: 'v1' }, 'written back by the snoop');
-      await sleep(2 * LEASE_MS);
-      const problems = checkInvariants(sim, keys);
-      await sim.stopAll();
-      assert.deepEqual(problems, []);
+      await quietThenCheck(sim, keys);
+    },
+  );
+
+  it(
+    'a repeated invalidation after the holder applied it does not wait for its newer request',
+    { timeout: 30_000 },
+    async () => {
+      // X holds k. X stalls, so the home's invalidation (for R's write) times out, though X applies
+      // it as soon as it runs again; X at once reads k again, and that request queues at the home
+      // behind R's write. The home asks X again: X must answer that the line is gone, not wait for
+      // its own request (the home would time out and give X up).
+      const { sim, keys, k, x, r } = await writtenBackLater(seedFor(10));
+      const xl1 = internals(sim.instance(x).svc).l1;
+      // Just past the snoop timeout (half the lease), far within the lease.
+      sim.freeze(x);
+      const write = sim.instance(r).svc.put(k, { present: true, value: 'v2' });
+      await sleep(Math.round(0.53 * LEASE_MS));
+      sim.thaw(x);
+      while (xl1.peek(k) !== undefined) await new Promise((resolve) => setImmediate(resolve));
+      const read = sim.instance(x).svc.get(k);
+      await write;
+      const got = await read;
+      assert.deepEqual(got.data, { present: true, value: 'v2' });
+      assert.equal(sim.metrics.revocations, 0, 'no holder was given up on');
+      await quietThenCheck(sim, keys);
     },
   );
 });
