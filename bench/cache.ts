@@ -42,6 +42,22 @@ const LEASE_MS = 2000;
 const REQUEST_TIMEOUT_MS = 15_000;
 /** The node every measured request goes to. */
 const TARGET = 'node1';
+
+/** The bench's cache cluster: 3 cache-only nodes, direct peers, write-back, nothing evicted in a run. */
+export function startCacheCluster(redisUrl: string): Promise<TestCluster> {
+  return TestCluster.start({
+    nodes: 3,
+    roles: 'cache',
+    direct: true,
+    env: {
+      REDIS_URL: redisUrl,
+      LOG_LEVEL: 'warn',
+      CACHE_MAX_SIZE: String(MAX_SIZE),
+      CACHE_WRITE_POLICY: 'write-back',
+      CACHE_LEASE_MS: String(LEASE_MS),
+    },
+  });
+}
 const OTHER = 'node2';
 const THIRD = 'node3';
 
@@ -168,18 +184,7 @@ class CacheSystem {
     let cluster: TestCluster | null = null;
     let redis: Redis | null = null;
     try {
-      cluster = await TestCluster.start({
-        nodes: 3,
-        roles: 'cache',
-        direct: true,
-        env: {
-          REDIS_URL: redisServer.url,
-          LOG_LEVEL: 'warn',
-          CACHE_MAX_SIZE: String(MAX_SIZE),
-          CACHE_WRITE_POLICY: 'write-back',
-          CACHE_LEASE_MS: String(LEASE_MS),
-        },
-      });
+      cluster = await startCacheCluster(redisServer.url);
       liveDirs.add(cluster.dir);
       const c = cluster;
       // Each home grants only after its epoch and one lease of grace.

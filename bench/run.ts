@@ -1,4 +1,4 @@
-// Benchmark runner: `npm run bench [-- raft-failover raft-throughput lock lock-memory queue cache ...]`. Prints results and
+// Benchmark runner: `npm run bench [-- raft-failover raft-throughput lock lock-memory queue cache cache-wrk ...]`. Prints results and
 // rewrites this run's sections of docs/BENCHMARKS.md (machine and command included).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -200,6 +200,20 @@ const suites: Record<string, () => Promise<void>> = {
         revision: rev,
       }),
     );
+  },
+  'cache-wrk': async () => {
+    const { cacheWrkBench, cacheWrkSection } = await import('./cache-wrk.js');
+    const seconds = Number(process.env.BENCH_SECONDS ?? 3);
+    const rev = revision();
+    const rows = await cacheWrkBench(Number(process.env.BENCH_ROUNDS ?? 5), seconds);
+    const body = cacheWrkSection(rows, {
+      date: new Date().toISOString().slice(0, 10),
+      machine: machine(),
+      seconds,
+      revision: rev,
+    });
+    console.log(body);
+    writeSection('cache-wrk', body);
   },
 };
 
