@@ -1,10 +1,8 @@
 // The queue part of the SDK (client.queue) and the CLI's queue output, against a fake queue node:
 // an in-memory queue with the SPEC 5 routes plus a few queues that misbehave on purpose.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import {
@@ -25,7 +23,7 @@ import {
 } from '../../src/cli/queue-command.js';
 import type { Json } from '../../src/raft/types.js';
 import { waitFor } from '../helpers/wait.js';
-import { DSS_ENTRY } from '../helpers/entry.js';
+import { dss as runDss } from '../helpers/dss-cli.js';
 
 interface Msg {
   id: string;
@@ -387,17 +385,7 @@ describe('client.queue', () => {
   });
 
   it('dss queue ... runs against a node (CLI wiring)', async () => {
-    const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-    const dss = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
-      new Promise((resolve) => {
-        execFile(
-          process.execPath,
-          [...DSS_ENTRY, '--url', url, 'queue', ...args],
-          { cwd: ROOT, timeout: 20_000 },
-          (err, stdout, stderr) =>
-            resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
-        );
-      });
+    const dss = (args: string[]): ReturnType<typeof runDss> => runDss(['--url', url, 'queue', ...args]);
     const [push, empty, ack] = await Promise.all([
       dss(['push', 'cli', '{"a":1}']),
       dss(['pop', 'cli-empty', '--wait', '10', '--json']),
