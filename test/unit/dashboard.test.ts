@@ -40,6 +40,12 @@ function fakeRaft(id: string, role: Role, term: number, leaderId: string | null,
   };
 }
 
+async function distinctFreePorts(n: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
+}
+
 function member(id: string, port: number, roles: NodeRole[]): ClusterMember {
   return { id, host: '127.0.0.1', port, url: `http://127.0.0.1:${port}`, roles };
 }
@@ -51,6 +57,8 @@ describe('dashboard routes', () => {
   let node2: Awaited<ReturnType<typeof buildServer>>;
   let hanging: net.Server;
   const sockets = new Set<net.Socket>();
+  /** What setUp opened, for tearDown. */
+  const closers: (() => Promise<void>)[] = [];
 
   // 7 resources: the cap of 5 leaves 2 out. res-3 has an exclusive holder and a shared waiter.
   const table = new LockTable();
@@ -88,13 +96,36 @@ describe('dashboard routes', () => {
     status: () => ({ size: lines.length, capacity: 100, write_policy: 'write-back' }),
   };
 
+  // Free ports can be taken by another test file's sockets between freePort() and listen(): a
+  // setup that meets EADDRINUSE is undone and tried again on new ports.
   before(async () => {
-    const [p1, p2, p3, p4] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await setUp(await distinctFreePorts(4));
+        return;
+      } catch (e) {
+        await tearDown();
+        if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === 5) throw e;
+      }
+    }
+  });
+
+  async function setUp([p1, p2, p3, p4]: number[]): Promise<void> {
+    if (p1 === undefined || p2 === undefined || p3 === undefined || p4 === undefined)
+      throw new Error('ports');
     hanging = net.createServer((s) => {
       sockets.add(s); // accepts and never answers
       s.on('close', () => sockets.delete(s));
     });
-    await new Promise<void>((resolve) => hanging.listen(p4, '127.0.0.1', () => resolve()));
+    const h = hanging;
+    closers.push(async () => {
+      for (const s of sockets) s.destroy();
+      if (h.listening) await new Promise<void>((resolve) => h.close(() => resolve()));
+    });
+    await new Promise<void>((resolve, reject) => {
+      hanging.once('error', reject);
+      hanging.listen(p4, '127.0.0.1', () => resolve());
+    });
     cluster = [
       member('node1', p1, ['lock', 'queue', 'cache']),
       member('node2', p2, ['lock']),
@@ -117,6 +148,8 @@ describe('dashboard routes', () => {
         }),
       ],
     });
+    const n1 = node1;
+    closers.push(() => n1.close());
     node2 = await buildServer({
       ...common,
       nodeId: 'node2',
@@ -126,16 +159,17 @@ describe('dashboard routes', () => {
       // A leader whose lock table is not available: the view falls back to node1's.
       plugins: [dashboardRoutes({ sources: {}, clusterSecret: SECRET })],
     });
+    const n2 = node2;
+    closers.push(() => n2.close());
     await node1.listen({ host: '127.0.0.1', port: p1 });
     await node2.listen({ host: '127.0.0.1', port: p2 });
-  });
+  }
 
-  after(async () => {
-    await node1?.close();
-    await node2?.close();
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => (hanging ? hanging.close(() => resolve()) : resolve()));
-  });
+  async function tearDown(): Promise<void> {
+    for (const close of closers.splice(0).reverse()) await close();
+  }
+
+  after(tearDown);
 
   const auth = { authorization: `Bearer ${USER_TOKEN}` };
 
