@@ -837,6 +837,11 @@ export interface MemoryPoint {
   cpu?: string;
   /** Failed pairs since the previous point. */
   errors?: number;
+  /** Per node, leader first: local snapshots taken so far and the seconds they held the Raft loop. */
+  snapshots: { count: number; seconds: number }[];
+  /** Per node, leader first: Raft term and elections started so far. */
+  terms: number[];
+  elections: number[];
 }
 
 export interface MemoryResult {
@@ -878,10 +883,16 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
       const cpuNow = sampleCpu(procs);
       const cpu = cpuNow.at - lastCpu.at > 500 ? cpuText(cpuBetween(lastCpu, cpuNow)) : '';
       lastCpu = cpuNow;
-      const [rss, st, heldNow] = await Promise.all([
-        Promise.all(nodes.map((n) => dss.metric(n.url, 'process_resident_memory_bytes'))),
+      const perNode = (name: string): Promise<number[]> =>
+        Promise.all(nodes.map((n) => dss.metric(n.url, name)));
+      const [rss, st, heldNow, snapCount, snapSum, terms, elections] = await Promise.all([
+        perNode('process_resident_memory_bytes'),
         c.status(dss.leaderId),
         dss.metric(dss.url, 'lock_held'),
+        perNode('raft_snapshot_duration_seconds_count'),
+        perNode('raft_snapshot_duration_seconds_sum'),
+        perNode('raft_term'),
+        perNode('raft_elections_total'),
       ]);
       const p: MemoryPoint = {
         label,
@@ -892,6 +903,9 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
         ...(rate === undefined ? {} : { rate }),
         ...(errors === undefined ? {} : { errors }),
         cpu,
+        snapshots: snapCount.map((count, i) => ({ count, seconds: snapSum[i]! })),
+        terms,
+        elections,
       };
       console.log(
         `${label}: RSS ${p.rss.map((b) => fmt(b / 2 ** 20, 0)).join('/')} MiB, ` +
@@ -901,6 +915,7 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
           `commit index ${p.commitIndex}, locks held ${p.held}` +
           (rate === undefined ? '' : `, ${fmt(rate, 0)} pairs/s`) +
           (errors === undefined ? '' : `, ${errors} failed pairs`) +
+          `, snapshots ${snapText(p)}, terms ${terms.join('/')}, elections ${elections.join('/')}` +
           `; CPU % of a core: ${cpu}`,
       );
       for (const e of dss.errorSamples.splice(0)) console.log(`  error sample: ${e}`);
@@ -964,6 +979,11 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
   }
 }
 
+/** Snapshots taken per node so far, leader first, with the seconds they held the Raft loop. */
+function snapText(p: MemoryPoint): string {
+  return p.snapshots.map((s) => `${s.count} (${fmt(s.seconds, 1)} s)`).join(' / ');
+}
+
 export function lockMemoryMarkdown(r: MemoryResult): string {
   const mib = (b: number | undefined): string => fmt((b ?? NaN) / 2 ** 20, 0);
   const mibDisk = (d: DirUsage | undefined): string => fmt((d?.total ?? NaN) / 2 ** 20, 1);
@@ -972,13 +992,14 @@ export function lockMemoryMarkdown(r: MemoryResult): string {
       ? `${d.walFiles} × WAL ${fmt(d.walBytes / 2 ** 20, 1)} + ${d.snapFiles} × snapshot ${fmt(d.snapBytes / 2 ** 20, 1)}`
       : '';
   return [
-    '| point | leader RSS (MiB) | follower RSS (MiB) | leader Raft dir (MiB) | of which (MiB) | follower Raft dirs (MiB) | commit index | locks held | pairs/s since previous point | failed pairs since previous point | CPU since previous point, % of one core |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| point | leader RSS (MiB) | follower RSS (MiB) | leader Raft dir (MiB) | of which (MiB) | follower Raft dirs (MiB) | commit index | locks held | pairs/s since previous point | failed pairs since previous point | snapshots so far, leader / followers (s the Raft loop was held) | term · elections started (leader / followers) | CPU since previous point, % of one core |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...r.points.map(
       (p) =>
         `| ${p.label} | ${mib(p.rss[0])} | ${mib(p.rss[1])} / ${mib(p.rss[2])} | ${mibDisk(p.disk[0])} | ` +
         `${parts(p.disk[0])} | ${mibDisk(p.disk[1])} / ${mibDisk(p.disk[2])} | ${p.commitIndex} | ${p.held} | ` +
-        `${p.rate === undefined ? '' : fmt(p.rate, 0)} | ${p.errors ?? ''} | ${p.cpu ?? ''} |`,
+        `${p.rate === undefined ? '' : fmt(p.rate, 0)} | ${p.errors ?? ''} | ${snapText(p)} | ` +
+        `${p.terms.join('/')} · ${p.elections.join('/')} | ${p.cpu ?? ''} |`,
     ),
   ].join('\n');
 }

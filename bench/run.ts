@@ -48,8 +48,8 @@ function memoryNotes(r: MemoryResult): string {
   if (!last || pairPoints.length === 0) return '';
   return (
     `- Over the ${r.pairs.toLocaleString('en-US')} pairs (${last.commitIndex.toLocaleString('en-US')} ` +
-    `entries committed in all), each node's Raft dir stayed within ${range(dirs)} MiB: a snapshot every ` +
-    `${r.snapshotEvery} entries lets compaction delete whole WAL segments, but segments are 64 MiB and ` +
+    `entries committed in all), each node's Raft dir stayed within ${range(dirs)} MiB: snapshots ` +
+    `let compaction delete whole WAL segments, but segments are 64 MiB and ` +
     `the active one is never deleted, so the dir saw-tooths between the snapshots alone and about one ` +
     `full segment plus the snapshots (two kept) rather than staying flat; it does not grow with the log.\n` +
     `- RSS of the nodes during the pairs: ${range(rssAll)} MiB, against ${range(r.points[1]?.rss ?? [])} ` +
@@ -154,7 +154,9 @@ const suites: Record<string, () => Promise<void>> = {
       'lock-memory',
       `## Lock service: memory and disk under sustained churn\n\n${new Date().toISOString().slice(0, 10)}, ` +
         `${machine()}; \`BENCH_PAIRS=${pairs} npm run bench -- lock-memory\` (a fresh 3-node DSS cluster, ` +
-        `election 1–2 s, heartbeat 200 ms, snapshot every ${r.snapshotEvery} entries; ${rev}).\n\n` +
+        `election 1–2 s, heartbeat 200 ms; a node snapshots after ${r.snapshotEvery} applied entries, or ` +
+        `after half its state's records (resources, holds, waiters) times 1 to 1.5 at random when that is ` +
+        `more; ${rev}).\n\n` +
         `First ${held.toLocaleString('en-US')} exclusive locks on distinct resources (64 concurrent ` +
         `clients, TTL one day) are taken and kept: ${fmt(r.heldSeconds, 1)} s, ${r.heldErrors} errors. ` +
         `Then ${pairs.toLocaleString('en-US')} acquire/release pairs by 64 clients, each on its own ` +

@@ -68,7 +68,7 @@ export interface Config {
     electionTimeoutMinMs: number;
     electionTimeoutMaxMs: number;
     heartbeatIntervalMs: number;
-    /** Snapshot and compact after this many applied entries (RAFT_SNAPSHOT_EVERY). */
+    /** Snapshot and compact after at least this many applied entries (RAFT_SNAPSHOT_EVERY; more for a large state). */
     snapshotEvery: number;
     /** Entries kept behind a snapshot for briefly lagging followers (RAFT_SNAPSHOT_RETAIN). */
     snapshotRetain: number;

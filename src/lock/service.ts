@@ -122,6 +122,7 @@ export class LockService {
         return result;
       },
       snapshot: () => this.table.snapshot(),
+      size: () => this.table.size(),
       restore: (data) => this.table.restore(data),
     };
   }

@@ -142,6 +142,11 @@ export class LockTable implements StateMachine {
     return { v: SNAPSHOT_VERSION, locks };
   }
 
+  /** Resources, holds and waiters: what snapshot() walks. */
+  size(): number {
+    return this.resources.size + this.holdHeap.size + this.waiterHeap.size;
+  }
+
   restore(data: Json): void {
     const resources = new Map<string, Entry>();
     const waitsByClient = new Map<string, WaiterRec[]>();

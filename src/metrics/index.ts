@@ -40,6 +40,7 @@ const LINT_FAILING_DEFAULT_METRICS = [
 /** Raft counters the driver's events feed. */
 export interface RaftMetrics {
   elections: Counter;
+  snapshotSeconds: Histogram;
   snapshotsInstalled: Counter;
 }
 
@@ -328,6 +329,12 @@ export function createMetrics(opts: MetricsOptions): Metrics {
         elections: new Counter({
           name: 'raft_elections_total',
           help: 'Elections (campaigns) this node started',
+          registers: [registry],
+        }),
+        snapshotSeconds: new Histogram({
+          name: 'raft_snapshot_duration_seconds',
+          help: 'Local snapshots (log compaction): time the Raft loop was held by each',
+          buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
           registers: [registry],
         }),
         snapshotsInstalled: new Counter({

@@ -92,6 +92,7 @@ function countInstalls(sm: StateMachine, installed: () => void): StateMachine & 
     started: false,
     apply: (command: Json, index: number, term: number) => sm.apply(command, index, term),
     snapshot: () => sm.snapshot(),
+    size: () => sm.size(),
     restore: (data: Json) => {
       sm.restore(data);
       if (wrapped.started) installed();
@@ -178,6 +179,7 @@ export async function startNode(config: Config, opts: StartNodeOptions = {}): Pr
         },
         {
           onElection: () => raftMetrics?.elections.inc(),
+          onSnapshot: (s) => raftMetrics?.snapshotSeconds.observe(s.seconds),
           onFatal: (err) => {
             logger.fatal({ err }, 'raft failed; this node no longer takes part in the lock group');
             opts.onFatal?.(err);

@@ -27,6 +27,10 @@ export class NodeStateMachine implements StateMachine {
     return { lock: this.lock.snapshot(), debug: this.debug.snapshot() };
   }
 
+  size(): number {
+    return this.lock.size() + this.debug.size();
+  }
+
   restore(data: Json): void {
     if (!isObject(data) || data.lock === undefined || data.debug === undefined) {
       throw new Error('node state machine: snapshot lacks its lock or debug part');

@@ -46,6 +46,14 @@ export class NoopStateMachine implements StateMachine {
     this.state = parseState(data);
   }
 
+  /**
+   * 0, though the ids grow with every command: this machine exists for tests and the debug endpoint,
+   * whose tests set the snapshot spacing themselves (RAFT_SNAPSHOT_EVERY) to land crashes mid-snapshot.
+   */
+  size(): number {
+    return 0;
+  }
+
   /** A copy of the current state (for the debug endpoint and tests). */
   view(): NoopState {
     const s = this.state;

@@ -189,6 +189,12 @@ export interface StateMachine<Result = Json> {
   /** Serialized state covering every applied entry. */
   snapshot(): Json;
   restore(data: Json): void;
+  /**
+   * Records a snapshot would hold (locks, say). A snapshot costs time in proportion to it, during
+   * which the node answers nothing; the driver waits at least this many applied entries between
+   * snapshots so that cost stays in proportion to the log it replaces.
+   */
+  size(): number;
 }
 
 /** Durable Raft storage. Implementations: a file WAL (production) and memory (tests). */

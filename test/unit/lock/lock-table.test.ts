@@ -668,6 +668,23 @@ describe('LockTable: lookups', () => {
 });
 
 describe('LockTable: snapshot and restore', () => {
+  it('reports its size as the resources, holds and waiters a snapshot walks', () => {
+    const h = new Harness();
+    assert.equal(h.table.size(), 0);
+    h.acquire('r', 'a', { mode: 'shared' });
+    h.acquire('r', 'b', { mode: 'shared' });
+    h.acquire('q', 'a');
+    h.acquire('q', 'c', { wait: 500 });
+    assert.equal(h.table.size(), 2 + 3 + 1);
+    h.release('q', 'a'); // c is granted: one waiter fewer, same holds
+    h.release('r', 'a');
+    h.release('r', 'b');
+    assert.equal(h.table.size(), 1 + 1);
+    const copy = new LockTable();
+    copy.restore(h.table.snapshot());
+    assert.equal(copy.size(), h.table.size());
+  });
+
   function busy(): Harness {
     const h = new Harness();
     h.acquire('r1', 'a', { mode: 'shared' });
