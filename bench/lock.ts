@@ -235,10 +235,13 @@ class DssSystem implements LockSystem {
     };
   }
 
-  async metric(nodeUrl: string, name: string): Promise<number> {
+  /** The named samples of one scrape of the node's /metrics, in order (NaN for one not found). */
+  async metrics(nodeUrl: string, names: string[]): Promise<number[]> {
     const text = await getText(this.agent, `${nodeUrl}/metrics`);
-    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text);
-    return m ? Number(m[1]) : NaN;
+    return names.map((name) => {
+      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text);
+      return m ? Number(m[1]) : NaN;
+    });
   }
 
   async stop(): Promise<void> {
@@ -883,17 +886,28 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
       const cpuNow = sampleCpu(procs);
       const cpu = cpuNow.at - lastCpu.at > 500 ? cpuText(cpuBetween(lastCpu, cpuNow)) : '';
       lastCpu = cpuNow;
-      const perNode = (name: string): Promise<number[]> =>
-        Promise.all(nodes.map((n) => dss.metric(n.url, name)));
-      const [rss, st, heldNow, snapCount, snapSum, terms, elections] = await Promise.all([
-        perNode('process_resident_memory_bytes'),
+      // One scrape per node; leader first, like `nodes`.
+      const names = [
+        'process_resident_memory_bytes',
+        'lock_held',
+        'raft_snapshot_duration_seconds_count',
+        'raft_snapshot_duration_seconds_sum',
+        'raft_term',
+        'raft_elections_total',
+      ] as const;
+      const [scrapes, st] = await Promise.all([
+        Promise.all(nodes.map((n) => dss.metrics(n.url, [...names]))),
         c.status(dss.leaderId),
-        dss.metric(dss.url, 'lock_held'),
-        perNode('raft_snapshot_duration_seconds_count'),
-        perNode('raft_snapshot_duration_seconds_sum'),
-        perNode('raft_term'),
-        perNode('raft_elections_total'),
       ]);
+      const col = (name: (typeof names)[number]): number[] => scrapes.map((v) => v[names.indexOf(name)]!);
+      const [rss, snapCount, snapSum, terms, elections] = [
+        col('process_resident_memory_bytes'),
+        col('raft_snapshot_duration_seconds_count'),
+        col('raft_snapshot_duration_seconds_sum'),
+        col('raft_term'),
+        col('raft_elections_total'),
+      ];
+      const heldNow = col('lock_held')[0]!;
       const p: MemoryPoint = {
         label,
         rss,

@@ -470,7 +470,7 @@ export class RaftNode {
 
   /**
    * A snapshot holds the loop (the state machine is copied and written while nothing else runs here)
-   * for a time that grows with the state: about 0.3 s for 100,000 locks. So the gap between snapshots
+   * for a time that grows with the state: 0.15-0.3 s for 100,000 locks. So the gap between snapshots
    * grows with the state too, to half its size: the pause then stays a small share of the time
    * however large the state is, and the log kept between snapshots stays in proportion to the state.
    * Each node picks its gap with a random extra of up to half again: the nodes apply the same entries,
