@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DSS_ENTRY } from './entry.js';
-import { freePort, TcpProxy, type ProxyMode } from './proxy.js';
+import { reservePorts, TcpProxy, type ProxyMode } from './proxy.js';
 import { waitFor } from './wait.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -53,6 +53,15 @@ export interface TestNode {
   logFile: string;
 }
 
+/** A node process ended while the test waited for it to become healthy. */
+export class NodeExitedError extends Error {
+  readonly portTaken: boolean;
+  constructor(id: string, logTail: string) {
+    super(`${id} exited before it became healthy; its output ends with:\n${logTail}`);
+    this.portTaken = logTail.includes('address already in use');
+  }
+}
+
 export class TestCluster {
   readonly dir: string;
   readonly nodes: TestNode[] = [];
@@ -60,26 +69,48 @@ export class TestCluster {
   private readonly proxies = new Map<string, TcpProxy>();
   private readonly logs: WriteStream[] = [];
   private nodeArgs: string[] = [];
+  /** The end of each process's stderr: why it died, when it did. */
+  private readonly stderrTails = new WeakMap<ChildProcess, string>();
 
   private constructor(dir: string) {
     this.dir = dir;
   }
 
+  /**
+   * Starts the nodes and waits until each is healthy. A node that dies because its port was taken
+   * between choosing it and listening on it (another process's listener or the like) costs a fresh
+   * start on new ports, at most twice.
+   */
   static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await TestCluster.startOnce(opts);
+      } catch (e) {
+        if (!(e instanceof NodeExitedError && e.portTaken) || attempt === 2) throw e;
+      }
+    }
+  }
+
+  private static async startOnce(opts: ClusterOptions): Promise<TestCluster> {
     const n = opts.nodes ?? 3;
     const c = new TestCluster(mkdtempSync(join(tmpdir(), 'dss-cluster-')));
     c.nodeArgs = opts.nodeArgs ?? [];
     try {
-      const ports: number[] = [];
-      for (let i = 0; i < n; i++) ports.push(await freePort());
+      // Held until the proxies listen, so no proxy is handed a node's port.
+      const reserved = await reservePorts(n);
+      const ports = reserved.ports;
       const ids = ports.map((_, i) => `node${i + 1}`);
-      for (let i = 0; i < n && !opts.direct; i++) {
-        for (let j = 0; j < n; j++) {
-          if (i === j) continue;
-          const p = new TcpProxy(ports[j]!);
-          await p.listen();
-          c.proxies.set(`${ids[i]}->${ids[j]}`, p);
+      try {
+        for (let i = 0; i < n && !opts.direct; i++) {
+          for (let j = 0; j < n; j++) {
+            if (i === j) continue;
+            const p = new TcpProxy(ports[j]!);
+            await p.listen();
+            c.proxies.set(`${ids[i]}->${ids[j]}`, p);
+          }
         }
+      } finally {
+        await reserved.release();
       }
       // Every node runs the same roles; CLUSTER_ADDRS says so, or peers would assume all roles.
       const roleSuffix = `#${(opts.roles ?? 'lock').split(',').join('+')}`;
@@ -145,6 +176,9 @@ export class TestCluster {
     live.add(proc);
     proc.stdout.pipe(log, { end: false });
     proc.stderr.pipe(log, { end: false });
+    proc.stderr.on('data', (chunk: Buffer) => {
+      this.stderrTails.set(proc, ((this.stderrTails.get(proc) ?? '') + chunk.toString()).slice(-4_000));
+    });
     proc.on('exit', () => {
       live.delete(proc);
       if (node.proc === proc) node.proc = null;
@@ -159,7 +193,29 @@ export class TestCluster {
    */
   async waitHealthy(id: string, timeoutMs = 45_000): Promise<void> {
     const node = this.node(id);
-    await waitFor(`${id} healthy`, async () => (await fetch(`${node.url}/health`)).ok, { timeoutMs });
+    const proc = node.proc;
+    const outcome = await waitFor(
+      `${id} healthy`,
+      async () => {
+        // A process that is gone will not become healthy: say why now, not at the deadline.
+        if (proc === null || node.proc !== proc) return 'exited';
+        return (await fetch(`${node.url}/health`)).ok ? 'healthy' : undefined;
+      },
+      { timeoutMs },
+    );
+    if (outcome === 'exited') {
+      // stderr is complete once the process's pipes close.
+      if (proc !== null && proc.stderr?.readableEnded === false) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 2_000);
+          proc.once('close', () => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      }
+      throw new NodeExitedError(id, (proc !== null ? this.stderrTails.get(proc) : undefined) ?? '');
+    }
   }
 
   /** SIGKILL (default) or another signal; waits until a killed process is gone. */

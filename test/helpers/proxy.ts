@@ -60,6 +60,25 @@ export class TcpProxy {
   }
 }
 
+/**
+ * Ports held open on loopback until `release()`: while held, nothing else in this process (a proxy
+ * listening on port 0, a Redis started on freePort()) can be handed the same port.
+ */
+export async function reservePorts(n: number): Promise<{ ports: number[]; release(): Promise<void> }> {
+  const servers: net.Server[] = [];
+  for (let i = 0; i < n; i++) {
+    const srv = net.createServer();
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
+    servers.push(srv);
+  }
+  return {
+    ports: servers.map((s) => (s.address() as net.AddressInfo).port),
+    release: async () => {
+      await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    },
+  };
+}
+
 /** A free TCP port on loopback (closed again before returning; a small race is acceptable in tests). */
 export async function freePort(): Promise<number> {
   const srv = net.createServer();
