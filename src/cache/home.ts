@@ -320,21 +320,35 @@ export class CacheHome {
     const settled = await Promise.allSettled(invalidations);
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
 
-    // The holders' side of the plan is done; from here the entry is the plan's, minus the requester
-    // if it does not get its grant after all.
+    // The holders' side of the plan is done; from here the entry is the plan's, with the requester
+    // under its old listing until its grant replaces it.
+    //
+    // A listing goes only when its copy is surely gone or unservable: an invalidation answered, an
+    // eviction notice, a newer grant to the same node, a rejoin, or a lease waited out. So a holder
+    // that another transaction gave up on meanwhile stays listed (the next settle() waits its lease
+    // out): dropping it here would let the key's next write finish while that holder, whose lease
+    // may still run, serves its copy. And so does the requester's own copy if this transaction
+    // fails from here on: that copy may be servable until the failure reaches the requester, and the
+    // next writer must invalidate it.
     const grant = p.steps[p.steps.length - 1] as Extract<PlanStep, { kind: 'grant' }>;
     const next: HomeEntry = { exclusive: null, sharers: new Map() };
-    // A holder given up on during this transaction is dropped rather than kept as a sharer.
-    const keep = (node: NodeId): Holding | undefined =>
-      this.members.get(node)?.revoked === true ? undefined : holding(node);
     if (p.entry.exclusive !== null && p.entry.exclusive !== req.from) {
-      const h = keep(p.entry.exclusive);
+      const h = holding(p.entry.exclusive);
       if (h !== undefined) next.exclusive = { node: p.entry.exclusive, ...h };
     }
     for (const node of p.entry.sharers) {
       if (node === req.from) continue;
-      const h = keep(node);
+      const h = holding(node);
       if (h !== undefined) next.sharers.set(node, h);
+    }
+    const mine = holding(req.from);
+    if (mine !== undefined) {
+      // The plan never leaves the requester's old exclusive listing beside other holders (it asks
+      // for a line it holds exclusively only when it may not serve it, and then nobody else holds
+      // it): keep it as it was.
+      if (e.exclusive?.node === req.from) {
+        if (next.exclusive === null && next.sharers.size === 0) next.exclusive = { node: req.from, ...mine };
+      } else if (next.exclusive === null) next.sharers.set(req.from, mine);
     }
     this.store(key, next);
 
@@ -358,6 +372,8 @@ export class CacheHome {
     const member = this.checkMember(req.from, req.gen, req.epoch);
 
     const holdingOfRequester: Holding = { seq, gen: req.gen, token: [this.epoch, seq] };
+    if (next.exclusive?.node === req.from) next.exclusive = null;
+    next.sharers.delete(req.from);
     if (grant.state === 'S') next.sharers.set(req.from, holdingOfRequester);
     else next.exclusive = { node: req.from, ...holdingOfRequester };
     this.store(key, next);
@@ -390,9 +406,16 @@ export class CacheHome {
       } catch (e) {
         if (step.node === this.opts.nodeId) throw e;
         const m = this.members.get(step.node);
+        if (m === undefined || m.gen !== h.gen) {
+          // It rejoined (or left) since this listing: it dropped the line first, so there is nothing
+          // to wait for, and its new membership is not what failed. A write-back of the old line may
+          // still be on its way: fence it out, as settle() does.
+          await this.opts.memory.fence(key, [this.epoch, ++this.counter]);
+          return { held: false };
+        }
         // Only silence or a busy line is worth asking again; any other answer is the holder's word.
         const silent = !isDssError(e) || e.code === 'timeout';
-        if (silent && m !== undefined && m.gen === h.gen && !m.revoked) {
+        if (silent && !m.revoked) {
           // Fixed at the first failure: renewals that still arrive from a holder that never answers
           // the snoop (it could be stuck behind this very transaction) do not extend the retries.
           retryUntil ??= m.lastAnswered + this.leaseBoundMs;
@@ -403,8 +426,7 @@ export class CacheHome {
           }
         }
         const why = e instanceof Error ? e.message : String(e);
-        const silence =
-          m === undefined ? '' : `, last answered ${Math.round(this.now() - m.lastAnswered)} ms ago`;
+        const silence = `, last answered ${Math.round(this.now() - m.lastAnswered)} ms ago`;
         await this.revoke(
           step.node,
           `${kind} of ${key} failed ${tries}× over ${Math.round(this.now() - firstTry)} ms${silence}: ${why}`,

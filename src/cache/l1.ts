@@ -386,9 +386,12 @@ export class CacheL1 {
           this.deadlineMs + 1_000,
         );
       } catch (e) {
-        if (attempt === 0 && isDssError(e) && e.code === 'stale_member') {
-          void this.rejoin(home);
-          continue;
+        if (isDssError(e) && e.code === 'stale_member') {
+          // The home refused the generation this request went under. Rejoin, unless that already
+          // happened meanwhile: rejoining again would drop every line from this home for nothing.
+          if (link.gen === gen) void this.rejoin(home);
+          if (attempt === 0) continue;
+          throw new DssError('unavailable', `rejoining cache home ${home}; retry`, { retryAfter: 1 });
         }
         throw this.requestFailed(home, e);
       }
@@ -404,14 +407,8 @@ export class CacheL1 {
   }
 
   private requestFailed(home: NodeId, e: unknown): DssError {
-    if (isDssError(e)) {
-      // The home answered, so it granted nothing.
-      if (e.code === 'stale_member') {
-        void this.rejoin(home);
-        return new DssError('unavailable', `rejoining cache home ${home}; retry`, { retryAfter: 1 });
-      }
-      return e;
-    }
+    // The home answered, so it granted nothing.
+    if (isDssError(e)) return e;
     if (neverReachedPeer(e)) {
       return new DssError('unavailable', `cache home ${home} is unreachable`, { retryAfter: 1 });
     }

@@ -198,6 +198,11 @@ class Sim {
   memoryHook: MemoryHook | null = null;
   /** Directed tests: the next request from `from` to `to` is delivered, then the connection resets. */
   resetNextRequest: { from: NodeId; to: NodeId } | null = null;
+  /**
+   * Directed tests: lease messages (renewals, joins) of this node are lost, and nothing else of it:
+   * its lease runs out in its own time, neither renewed nor refused.
+   */
+  loseLeasesOf: NodeId | null = null;
   readonly counters = { messages: 0, lost: 0, refused: 0, resets: 0, timeouts: 0, memoryErrors: 0 };
   /** What the services count (CacheMetricsSink), summed over nodes. */
   readonly metrics = { hits: 0, misses: 0, invalidations: 0, writebacks: 0, revocations: 0 };
@@ -392,6 +397,10 @@ class Sim {
           await this.delay();
           settle(() => reject(refusedError(to)));
           return;
+        }
+        if (kind === 'lease' && this.loseLeasesOf === from.node) {
+          this.counters.lost++;
+          return; // the caller times out
         }
         let replyLost = false;
         if (cut === 'unknown') {
@@ -1218,6 +1227,154 @@ describe('cache protocol simulation (3 nodes in process)', () => {
       assert.deepEqual(got.data, { present: true, value: 'v2' });
       assert.equal(sim.metrics.revocations, 0, 'no holder was given up on');
       await quietThenCheck(sim, keys);
+    },
+  );
+
+  it(
+    'a sharer given up on by another transaction stays listed until its lease has run out',
+    { timeout: 30_000 },
+    async () => {
+      // Write-back. X and S share k (S, the smaller id, is the one the home asks for data); X also
+      // holds k2 dirty. The home H reads k and asks S, which is stalled for a moment. Meanwhile H
+      // writes k2: X's write-back of k2 fails, an answer that makes H give X up at once, while X's
+      // lease still runs. H's read of k then completes: if it dropped X's listing of k (X being
+      // given up on), S's write of k right after would not invalidate X, and X would serve the old
+      // value as a hit until its lease ran out. X must not serve it once S's write has returned.
+      const sim = new Sim(new Rng(seedFor(11)), 'write-back');
+      await sim.start();
+      const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+      const k = keys[0]!;
+      const h = sim.ring.owner(k);
+      const k2 = keys.find((key) => key !== k && sim.ring.owner(key) === h)!;
+      const others = NODES.filter((n) => n !== h).sort();
+      const s = others[0]!;
+      const x = others[1]!;
+      const ops: Operation[] = [];
+      const write = async (client: NodeId, value: string): Promise<void> => {
+        const invokedAt = performance.now();
+        await sim.instance(client).svc.put(k, { present: true, value });
+        ops.push({ client, key: k, kind: 'write', value, invokedAt, returnedAt: performance.now() });
+      };
+      const read = async (client: NodeId): Promise<void> => {
+        const invokedAt = performance.now();
+        const g = await sim.instance(client).svc.get(k);
+        const value = g.data.present ? (g.data.value ?? null) : null;
+        ops.push({ client, key: k, kind: 'read', value, invokedAt, returnedAt: performance.now() });
+      };
+
+      await write(x, 'v1'); // M at x
+      await read(s); // x writes back; x and s in S
+      await sim.instance(x).svc.put(k2, { present: true, value: 'w1' }); // k2 dirty at x
+      // From here x's lease is neither renewed nor refused: it runs out in its own time.
+      sim.loseLeasesOf = x;
+      sim.freeze(s);
+      const homeRead = read(h); // H asks s for k's data and waits
+      sim.memoryHook = (node, op, key) => {
+        if (node !== x || op !== 'write' || key !== k2) return null;
+        sim.memoryHook = null;
+        return { fail: 'before' };
+      };
+      const k2Write = sim.instance(h).svc.put(k2, { present: true, value: 'w2' });
+      for (let i = 0; sim.metrics.revocations === 0; i++) {
+        assert.ok(i < 2_000, `${h} did not give ${x} up`);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      sim.thaw(s);
+      await homeRead;
+      await write(s, 'v2');
+      // A GET at x now: a hit is answered from the L1 alone.
+      const invokedAt = performance.now();
+      const hit = sim.instance(x).svc.hitNow(k);
+      if (hit !== null) {
+        const value = hit.data.present ? (hit.data.value ?? null) : null;
+        ops.push({ client: x, key: k, kind: 'read', value, invokedAt, returnedAt: performance.now() });
+      }
+      sim.loseLeasesOf = null;
+      await k2Write;
+      await sleep(4 * LEASE_MS);
+      const problems = checkInvariants(sim, keys);
+      await sim.stopAll();
+      const lin = checkLinearizable(ops);
+      const story = `home ${h}, given up on ${x}, supplier ${s}\n${ops.map((op) => JSON.stringify(op)).join('\n')}`;
+      assert.equal(lin.ok, true, `${lin.ok === false ? lin.reason : ''}\n${story}`);
+      assert.deepEqual(problems, [], story);
+    },
+  );
+
+  it(
+    'a PUT from an S copy that fails at the home keeps that copy listed until the failure arrives',
+    { timeout: 30_000 },
+    async () => {
+      // Write-through. X and R share k in S. X PUTs v1; the home H gives up on R (stalled) and its
+      // fence of k is slow, so the transaction runs past its deadline and fails. X stalls just before
+      // H's answer reaches it (its S copy still servable: its lease runs). H then writes v2. If the
+      // failed transaction had dropped X's listing, that write would not invalidate X, and a GET
+      // that X handles before the late answer would serve the old value after v2 was acknowledged.
+      const sim = new Sim(new Rng(seedFor(12)), 'write-through');
+      await sim.start();
+      const keys = pickKeys(sim.ring, KEYS_PER_HOME);
+      const k = keys[0]!;
+      const h = sim.ring.owner(k);
+      const [x, r] = NODES.filter((n) => n !== h) as [NodeId, NodeId];
+      const ops: Operation[] = [];
+      const read = async (client: NodeId): Promise<void> => {
+        const invokedAt = performance.now();
+        const g = await sim.instance(client).svc.get(k);
+        const value = g.data.present ? (g.data.value ?? null) : null;
+        ops.push({ client, key: k, kind: 'read', value, invokedAt, returnedAt: performance.now() });
+      };
+      const homeLocks = (sim.instance(h).svc.home as unknown as { waiting: Map<string, unknown> }).waiting;
+
+      let invokedAt = performance.now();
+      await sim.instance(h).svc.put(k, { present: true, value: 'v0' });
+      ops.push({ client: h, key: k, kind: 'write', value: 'v0', invokedAt, returnedAt: performance.now() });
+      await read(x);
+      await read(r); // x and r in S
+      sim.freeze(r);
+      let release!: () => void;
+      let signalHeld!: () => void;
+      const held = new Promise<void>((resolve) => (signalHeld = resolve));
+      sim.memoryHook = (node, op, key) => {
+        if (node !== h || op !== 'fence' || key !== k) return null;
+        sim.memoryHook = null;
+        signalHeld();
+        return { hold: new Promise<void>((resolve) => (release = resolve)) };
+      };
+      const put = sim
+        .instance(x)
+        .svc.put(k, { present: true, value: 'v1' })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      await held;
+      // Past the transaction's deadline (CacheL1.deadlineMs with this lease): then let it fail.
+      await sleep(2 * LEASE_MS + 4 * (LEASE_MS / 2) + 1_000 + 50);
+      sim.freeze(x);
+      release();
+      while (homeLocks.has(k)) await new Promise((resolve) => setImmediate(resolve));
+      sim.thaw(r);
+      invokedAt = performance.now();
+      await sim.instance(h).svc.put(k, { present: true, value: 'v2' });
+      ops.push({ client: h, key: k, kind: 'write', value: 'v2', invokedAt, returnedAt: performance.now() });
+      // A GET that x handles before the answer to its PUT: a hit is answered from the L1 alone.
+      invokedAt = performance.now();
+      const hit = sim.instance(x).svc.hitNow(k);
+      if (hit !== null) {
+        const value = hit.data.present ? (hit.data.value ?? null) : null;
+        ops.push({ client: x, key: k, kind: 'read', value, invokedAt, returnedAt: performance.now() });
+      }
+      sim.thaw(x);
+      const err = await put;
+      // A known outcome: the PUT had no effect, so it is left out of the history.
+      assert.ok(isDssError(err) && err.code === 'timeout', `expected the home's timeout: ${String(err)}`);
+      await sleep(4 * LEASE_MS);
+      const problems = checkInvariants(sim, keys);
+      await sim.stopAll();
+      const lin = checkLinearizable(ops);
+      const story = `writer ${x}, sharer ${r}, home ${h}\n${ops.map((op) => JSON.stringify(op)).join('\n')}`;
+      assert.equal(lin.ok, true, `${lin.ok === false ? lin.reason : ''}\n${story}`);
+      assert.deepEqual(problems, [], story);
     },
   );
 });
