@@ -388,8 +388,9 @@ export class CacheHome {
    * Giving up costs a holder its dirty lines (their write-backs are fenced out), so a holder that is
    * only slow (a GC pause, a busy CPU) must not be given up on: since the home has to wait its lease
    * out before going on without it anyway, it asks again until then, and only a holder that stays
-   * silent for a whole lease is revoked. Asking twice is harmless: a holder applies a snoop to the
-   * grant it names once, and answers a repeat from the line as it left it.
+   * silent for a whole lease is revoked (two leases if it renews meanwhile: it is reachable again).
+   * Asking twice is harmless: a holder applies a snoop to the grant it names once, and answers a
+   * repeat from the line as it left it.
    */
   private async message(
     key: string,
@@ -398,6 +399,8 @@ export class CacheHome {
   ): Promise<SnoopReplyWire> {
     const kind: SnoopKind = step.kind === 'snoop' ? 'snoop_read' : 'invalidate';
     let retryUntil: number | null = null;
+    let firstFailure = 0;
+    let extended = false;
     const firstTry = this.now();
     for (let tries = 1; ; tries++) {
       this.opts.metrics?.message(kind);
@@ -417,8 +420,17 @@ export class CacheHome {
         const silent = !isDssError(e) || e.code === 'timeout';
         if (silent && !m.revoked) {
           // Fixed at the first failure: renewals that still arrive from a holder that never answers
-          // the snoop (it could be stuck behind this very transaction) do not extend the retries.
-          retryUntil ??= m.lastAnswered + this.leaseBoundMs;
+          // the snoop (it could be stuck behind this very transaction) do not extend the retries...
+          if (retryUntil === null) {
+            retryUntil = m.lastAnswered + this.leaseBoundMs;
+            firstFailure = this.now();
+          } else if (!extended && this.now() >= retryUntil && m.lastAnswered > firstFailure) {
+            // ...except once: a holder that renewed after the snoop first failed is reachable again
+            // (a partition healed while a try was on its way into it), so it gets one more lease to
+            // answer rather than being given up on, which would cost it its dirty lines.
+            extended = true;
+            retryUntil = m.lastAnswered + this.leaseBoundMs;
+          }
           if (this.now() < retryUntil) {
             // A refused connection fails at once: do not spin on it.
             await this.sleep(Math.min(RETRY_GAP_MS, Math.max(0, retryUntil - this.now())));

@@ -203,6 +203,8 @@ class Sim {
    * its lease runs out in its own time, neither renewed nor refused.
    */
   loseLeasesOf: NodeId | null = null;
+  /** Directed tests: snoops and invalidations to this node are lost; all else goes through. */
+  loseSnoopsTo: NodeId | null = null;
   readonly counters = { messages: 0, lost: 0, refused: 0, resets: 0, timeouts: 0, memoryErrors: 0 };
   /** What the services count (CacheMetricsSink), summed over nodes. */
   readonly metrics = { hits: 0, misses: 0, invalidations: 0, writebacks: 0, revocations: 0 };
@@ -398,7 +400,10 @@ class Sim {
           settle(() => reject(refusedError(to)));
           return;
         }
-        if (kind === 'lease' && this.loseLeasesOf === from.node) {
+        if (
+          (kind === 'lease' && this.loseLeasesOf === from.node) ||
+          (kind === 'snoop' && this.loseSnoopsTo === to)
+        ) {
           this.counters.lost++;
           return; // the caller times out
         }
@@ -1163,6 +1168,27 @@ describe('cache protocol simulation (3 nodes in process)', () => {
       assert.equal(sim.metrics.revocations, 0, 'no holder was given up on');
       assert.deepEqual(sim.store.read(k), { present: true, value: 'v1' }, 'written back by the snoop');
       await quietThenCheck(sim, keys);
+    },
+  );
+
+  it(
+    'a holder that renews while its snoops are lost gets one more lease before it is given up on',
+    { timeout: 30_000 },
+    async () => {
+      // Write-back: X holds k in M with a value memory has never seen. The home's snoops to X are
+      // lost for 1.5 leases while X's renewals go through (a path that healed with a try still on
+      // its way into it looks the same to the home). Giving X up once its lease had run out since
+      // the first lost snoop would fence its write-back out and lose an acknowledged write; X has
+      // renewed since, so the home asks again for one more lease, and X answers.
+      const { sim, keys, h, a: x, b: r, hist } = await directed(seedFor(13), 'write-back');
+      assertKnown(await hist.write(x, 'v1')); // M at x, memory never written
+      sim.loseSnoopsTo = x;
+      const read = hist.read(r);
+      await sleep(1.5 * LEASE_MS);
+      sim.loseSnoopsTo = null;
+      await read;
+      assert.equal(sim.metrics.revocations, 0, `${h} gave ${x} up`);
+      await hist.check(keys, `holder ${x}, reader ${r}, home ${h}`);
     },
   );
 
