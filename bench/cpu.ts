@@ -6,7 +6,7 @@ import { cpus } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fmt } from './stats.js';
 
-const CLK_TCK = (() => {
+export const CLK_TCK = (() => {
   try {
     return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
   } catch {
@@ -110,4 +110,22 @@ export async function measureUndisturbed<R extends { cpu: { label: string; pct: 
     r = await run();
   }
   return r;
+}
+
+/**
+ * CPU time (ms) this process spends on a fixed piece of plain JS work, the least of three tries: a
+ * yardstick of the cores' speed. When a long run slows down, a yardstick that slows down with it
+ * points at the machine (other tenants of the host, clock speed), one that does not at our code.
+ */
+export function cpuYardstickMs(): number {
+  let best = Number.POSITIVE_INFINITY;
+  let x = 0;
+  for (let t = 0; t < 3; t++) {
+    const start = process.cpuUsage();
+    for (let i = 0; i < 20_000_000; i++) x = (Math.imul(x, 31) + i) | 0;
+    const d = process.cpuUsage(start);
+    best = Math.min(best, (d.user + d.system) / 1000);
+  }
+  // Using x keeps the loop from being optimized away.
+  return x === 0.5 ? NaN : best;
 }

@@ -14,7 +14,15 @@ import { TestCluster } from '../test/helpers/cluster.js';
 import { freePort } from '../test/helpers/proxy.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { fmt, summarize } from './stats.js';
-import { cpuBetween, measureUndisturbed, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
+import {
+  CLK_TCK,
+  cpuBetween,
+  cpuYardstickMs,
+  measureUndisturbed,
+  sampleCpu,
+  waitQuiet,
+  type CpuSample,
+} from './cpu.js';
 
 const ELECTION_MIN_MS = 1000;
 const ELECTION_MAX_MS = 2000;
@@ -836,6 +844,10 @@ export interface MemoryPoint {
   held: number;
   /** Pairs per second since the previous point (pair phase only). */
   rate?: number;
+  /** The leader's CPU time per pair since the previous point, µs (pair phase only). */
+  leaderCpuPerPairUs?: number;
+  /** cpuYardstickMs() in the bench process at this point. */
+  yardstickMs: number;
   /** CPU use since the previous point, as in the lock table. */
   cpu?: string;
   /** Failed pairs since the previous point. */
@@ -882,10 +894,23 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
     const nodes = order.map((id) => c.node(id));
     const procs = [...dss.processes(), { label: 'bench', pid: process.pid }];
     let lastCpu = sampleCpu(procs);
-    const point = async (label: string, rate?: number, errors?: number): Promise<MemoryPoint> => {
+    const point = async (
+      label: string,
+      rate?: number,
+      errors?: number,
+      pairsSince?: number,
+    ): Promise<MemoryPoint> => {
       const cpuNow = sampleCpu(procs);
       const cpu = cpuNow.at - lastCpu.at > 500 ? cpuText(cpuBetween(lastCpu, cpuNow)) : '';
+      const leaderPid = c.node(dss.leaderId).proc?.pid;
+      const leaderTicks = (s: typeof cpuNow): number =>
+        s.procs.find((p) => p.pid === leaderPid)?.ticks ?? NaN;
+      const leaderCpuPerPairUs =
+        pairsSince === undefined
+          ? undefined
+          : (((leaderTicks(cpuNow) - leaderTicks(lastCpu)) / CLK_TCK) * 1e6) / pairsSince;
       lastCpu = cpuNow;
+      const yardstickMs = cpuYardstickMs();
       // One scrape per node; leader first, like `nodes`.
       const names = [
         'process_resident_memory_bytes',
@@ -915,6 +940,8 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
         commitIndex: st.raft.commit_index,
         held: heldNow,
         ...(rate === undefined ? {} : { rate }),
+        ...(leaderCpuPerPairUs === undefined ? {} : { leaderCpuPerPairUs }),
+        yardstickMs,
         ...(errors === undefined ? {} : { errors }),
         cpu,
         snapshots: snapCount.map((count, i) => ({ count, seconds: snapSum[i]! })),
@@ -928,6 +955,8 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
           `${p.disk[0]!.snapFiles} snapshots ${fmt(p.disk[0]!.snapBytes / 2 ** 20, 1)} MiB), ` +
           `commit index ${p.commitIndex}, locks held ${p.held}` +
           (rate === undefined ? '' : `, ${fmt(rate, 0)} pairs/s`) +
+          (leaderCpuPerPairUs === undefined ? '' : `, leader CPU ${fmt(leaderCpuPerPairUs, 0)} µs/pair`) +
+          `, yardstick ${fmt(yardstickMs, 1)} ms` +
           (errors === undefined ? '' : `, ${errors} failed pairs`) +
           `, snapshots ${snapText(p)}, terms ${terms.join('/')}, elections ${elections.join('/')}` +
           `; CPU % of a core: ${cpu}`,
@@ -959,6 +988,7 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
     const t1 = performance.now();
     let lastAt = t1;
     let lastDone = 0;
+    let lastDoneAtPoint = 0;
     await pool(pairs, concurrency, async (_k, w) => {
       const resource = `mem.pair.${w}`;
       const a = await workers[w]!.acquire(resource, false);
@@ -973,7 +1003,10 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
         const errors = pairErrors - lastErrors;
         lastErrors = pairErrors;
         // Only this worker waits for the metrics; the other 63 keep the load on.
-        points.push(await point(`${done.toLocaleString('en-US')} pairs`, rate, errors));
+        points.push(
+          await point(`${done.toLocaleString('en-US')} pairs`, rate, errors, done - lastDoneAtPoint),
+        );
+        lastDoneAtPoint = done;
       }
     });
     const pairsSeconds = (performance.now() - t1) / 1000;
@@ -1006,13 +1039,15 @@ export function lockMemoryMarkdown(r: MemoryResult): string {
       ? `${d.walFiles} × WAL ${fmt(d.walBytes / 2 ** 20, 1)} + ${d.snapFiles} × snapshot ${fmt(d.snapBytes / 2 ** 20, 1)}`
       : '';
   return [
-    '| point | leader RSS (MiB) | follower RSS (MiB) | leader Raft dir (MiB) | of which (MiB) | follower Raft dirs (MiB) | commit index | locks held | pairs/s since previous point | failed pairs since previous point | snapshots so far, leader / followers (s the Raft loop was held) | term · elections started (leader / followers) | CPU since previous point, % of one core |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| point | leader RSS (MiB) | follower RSS (MiB) | leader Raft dir (MiB) | of which (MiB) | follower Raft dirs (MiB) | commit index | locks held | pairs/s since previous point | leader CPU per pair since previous point (µs) | CPU yardstick (ms) | failed pairs since previous point | snapshots so far, leader / followers (s the Raft loop was held) | term · elections started (leader / followers) | CPU since previous point, % of one core |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...r.points.map(
       (p) =>
         `| ${p.label} | ${mib(p.rss[0])} | ${mib(p.rss[1])} / ${mib(p.rss[2])} | ${mibDisk(p.disk[0])} | ` +
         `${parts(p.disk[0])} | ${mibDisk(p.disk[1])} / ${mibDisk(p.disk[2])} | ${p.commitIndex} | ${p.held} | ` +
-        `${p.rate === undefined ? '' : fmt(p.rate, 0)} | ${p.errors ?? ''} | ${snapText(p)} | ` +
+        `${p.rate === undefined ? '' : fmt(p.rate, 0)} | ` +
+        `${p.leaderCpuPerPairUs === undefined ? '' : fmt(p.leaderCpuPerPairUs, 0)} | ${fmt(p.yardstickMs, 1)} | ` +
+        `${p.errors ?? ''} | ${snapText(p)} | ` +
         `${p.terms.join('/')} · ${p.elections.join('/')} | ${p.cpu ?? ''} |`,
     ),
   ].join('\n');

@@ -57,7 +57,13 @@ function memoryNotes(r: MemoryResult): string {
     `${mib(leaderRss[0] ?? NaN)} MiB at the first point to ${mib(leaderRss.at(-1) ?? NaN)} MiB at the ` +
     `last, moving by up to ${mib(Math.max(...leaderRss.slice(1).map((x, i) => Math.abs(x - leaderRss[i]!))))} ` +
     `MiB between points (garbage collection). Whether any rise is V8 heap sizing or a slow leak, this ` +
-    `table cannot tell: that needs a heap snapshot or a longer run.\n`
+    `table cannot tell: that needs a heap snapshot or a longer run.\n` +
+    `- Pairs/s went from ${fmt(pairPoints[0]!.rate!, 0)} at the first point to ` +
+    `${fmt(pairPoints.at(-1)!.rate!, 0)} at the last; the leader's CPU per pair from ` +
+    `${fmt(pairPoints[0]!.leaderCpuPerPairUs ?? NaN, 0)} to ${fmt(pairPoints.at(-1)!.leaderCpuPerPairUs ?? NaN, 0)} µs; ` +
+    `the CPU yardstick from ${fmt(pairPoints[0]!.yardstickMs, 1)} to ${fmt(pairPoints.at(-1)!.yardstickMs, 1)} ms ` +
+    `(range ${fmt(Math.min(...r.points.map((p) => p.yardstickMs)), 1)}–` +
+    `${fmt(Math.max(...r.points.map((p) => p.yardstickMs)), 1)} ms).\n`
   );
 }
 
@@ -164,7 +170,11 @@ const suites: Record<string, () => Promise<void>> = {
         `${r.pairErrors} failed` +
         (r.errorKinds.length ? ` (${r.errorKinds.map(([k, n]) => `${n} × ${k}`).join(', ')})` : '') +
         `. RSS is each node's \`process_resident_memory_bytes\`; a Raft dir is the ` +
-        `total size of the files in the node's DATA_DIR (WAL segments and snapshots).\n\n${table}\n\n` +
+        `total size of the files in the node's DATA_DIR (WAL segments and snapshots). The leader's CPU ` +
+        `per pair is its utime+stime since the previous point divided by the pairs done meanwhile. The ` +
+        `CPU yardstick is the CPU time the bench process spends on a fixed loop of plain JS at each point ` +
+        `(least of three tries): if it grows while pairs/s falls, the machine's cores got slower, not ` +
+        `our code.\n\n${table}\n\n` +
         memoryNotes(r),
     );
   },
