@@ -82,6 +82,8 @@ export interface CacheHomeOptions {
   memory: MainMemory;
   snoop: Snooper;
   leaseMs: number;
+  /** How long the home waits for one snoop or invalidation (the snooper's timeout). */
+  messageTimeoutMs: number;
   metrics?: HomeMetricsSink;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
@@ -309,7 +311,7 @@ export class CacheHome {
     for (const step of p.steps) {
       if (step.kind === 'grant') break;
       const h = holding(step.node)!;
-      const run = this.message(key, step, h).then((reply) => {
+      const run = this.message(key, step, h, deadline).then((reply) => {
         if (step.kind === 'snoop' && reply.held && reply.data !== undefined) supplied = reply.data;
       });
       if (step.kind === 'invalidate') invalidations.push(run);
@@ -396,6 +398,7 @@ export class CacheHome {
     key: string,
     step: Extract<PlanStep, { kind: 'snoop' | 'invalidate' }>,
     h: Holding,
+    deadline: number,
   ): Promise<SnoopReplyWire> {
     const kind: SnoopKind = step.kind === 'snoop' ? 'snoop_read' : 'invalidate';
     let retryUntil: number | null = null;
@@ -427,9 +430,12 @@ export class CacheHome {
           } else if (!extended && this.now() >= retryUntil && m.lastAnswered > firstFailure) {
             // ...except once: a holder that renewed after the snoop first failed is reachable again
             // (a partition healed while a try was on its way into it), so it gets one more lease to
-            // answer rather than being given up on, which would cost it its dirty lines.
+            // answer rather than being given up on, which would cost it its dirty lines. Only as far
+            // as the transaction can still finish in time: after the last try (up to one message
+            // timeout) giving up on it waits out the lease it keeps renewing.
             extended = true;
-            retryUntil = m.lastAnswered + this.leaseBoundMs;
+            const latest = deadline - this.leaseBoundMs - this.opts.messageTimeoutMs - RETRY_GAP_MS;
+            retryUntil = Math.max(retryUntil, Math.min(m.lastAnswered + this.leaseBoundMs, latest));
           }
           if (this.now() < retryUntil) {
             // A refused connection fails at once: do not spin on it.

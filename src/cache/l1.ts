@@ -483,6 +483,7 @@ export class CacheL1 {
         op.kind = 'request';
         const { grant, gen } = await this.requestHome(key, 'read_miss').catch((e: unknown) => {
           this.dropStale(key);
+          if (dropped !== null) this.notifyEvicted(key, dropped);
           throw e;
         });
         const data = grant.data ?? { present: false };
@@ -561,6 +562,7 @@ export class CacheL1 {
         granted = await this.requestHome(key, 'write');
       } catch (e) {
         this.dropStale(key);
+        if (dropped !== null) this.notifyEvicted(key, dropped);
         throw e;
       } finally {
         if (dropped !== null && this.evicting.get(key) === dropped) this.evicting.delete(key);
@@ -615,7 +617,8 @@ export class CacheL1 {
    * as write-back allows for a node cut off from its home. Meanwhile a snoop for the line waits for
    * the write-back (as for any snoop in progress), then finds it dropped (as for an eviction): it
    * must not wait for our request, which may queue behind it. The caller removes the returned
-   * record once its request is answered (the home then lists us under the new grant, or not at all).
+   * record once its request is answered: the home then lists us under the new grant, or, when the
+   * request failed, still under the dropped one, and the caller sends an eviction notice for it.
    */
   private async dropDirty(key: string, line: LineRec): Promise<Evicting> {
     const dropped: Evicting = {
@@ -804,7 +807,7 @@ export class CacheL1 {
       .finally(() => this.leaving.delete(key));
   }
 
-  private notifyEvicted(key: string, line: LineRec): void {
+  private notifyEvicted(key: string, line: Installed): void {
     const self = line.home === this.opts.nodeId;
     const link = self ? null : this.links.get(line.home)!;
     if (!self && (!link!.joined || link!.gen !== line.gen)) return; // a rejoin voids the listing anyway

@@ -57,6 +57,7 @@ export class CacheService {
       nodeId: self,
       memory: opts.memory,
       leaseMs: opts.leaseMs,
+      messageTimeoutMs,
       ...(opts.metrics ? { metrics: opts.metrics } : {}),
       snoop: (node, kind, msg) => {
         const wire: SnoopWire = { from: self, epoch: this.home.currentEpoch, ...msg };

@@ -1193,6 +1193,53 @@ describe('cache protocol simulation (3 nodes in process)', () => {
   );
 
   it(
+    'a dirty line dropped for a request that then fails is delisted at its home',
+    { timeout: 30_000 },
+    async () => {
+      // Write-back. X holds k in M and its lease lapses (its renewals are lost), so a GET at X writes
+      // the line back, drops it and asks the home H for k again; that request fails at H (its memory
+      // read fails). H still lists X under the dropped grant, as it must until it knows the copy is
+      // gone: X has to tell it, as for an eviction, or H keeps asking X about a line it does not have
+      // (and waits out X's lease whenever X is unreachable).
+      const { sim, keys, k, h, a: x, hist } = await directed(seedFor(14), 'write-back');
+      assertKnown(await hist.write(x, 'v1')); // M at x
+      const xl1 = internals(sim.instance(x).svc);
+      sim.loseLeasesOf = x;
+      for (let i = 0; xl1.servable(xl1.l1.peek(k)!); i++) {
+        assert.ok(i < 400, `${x}'s lease did not run out`);
+        await sleep(5);
+      }
+      sim.memoryHook = (node, op, key) => {
+        if (node !== h || op !== 'readAndFence' || key !== k) return null;
+        sim.memoryHook = null;
+        return { fail: 'before' };
+      };
+      const err = await sim
+        .instance(x)
+        .svc.get(k)
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      assert.ok(isDssError(err), `expected the home's failure: ${String(err)}`);
+      sim.loseLeasesOf = null;
+      const listsX = (): boolean => {
+        const entry = sim
+          .instance(h)
+          .svc.home.directory()
+          .find((e) => e.key === k);
+        return entry !== undefined && (entry.exclusive === x || entry.sharers.includes(x));
+      };
+      for (let i = 0; listsX(); i++) {
+        assert.ok(i < 200, `${h} still lists ${x} for ${k}, which ${x} dropped`);
+        await sleep(5);
+      }
+      await hist.read(x); // the written-back value
+      await hist.check(keys, `holder ${x}, home ${h}`);
+    },
+  );
+
+  it(
     'a repeated invalidation after the holder applied it does not wait for its newer request',
     { timeout: 30_000 },
     async () => {
