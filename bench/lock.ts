@@ -902,9 +902,7 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
     ): Promise<MemoryPoint> => {
       const cpuNow = sampleCpu(procs);
       const cpu = cpuNow.at - lastCpu.at > 500 ? cpuText(cpuBetween(lastCpu, cpuNow)) : '';
-      const leaderPid = c.node(dss.leaderId).proc?.pid;
-      const leaderTicks = (s: typeof cpuNow): number =>
-        s.procs.find((p) => p.pid === leaderPid)?.ticks ?? NaN;
+      const leaderTicks = (s: CpuSample): number => s.procs.find((p) => p.label === 'leader')?.ticks ?? NaN;
       const leaderCpuPerPairUs =
         pairsSince === undefined
           ? undefined
@@ -988,7 +986,6 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
     const t1 = performance.now();
     let lastAt = t1;
     let lastDone = 0;
-    let lastDoneAtPoint = 0;
     await pool(pairs, concurrency, async (_k, w) => {
       const resource = `mem.pair.${w}`;
       const a = await workers[w]!.acquire(resource, false);
@@ -997,16 +994,14 @@ export async function lockMemory(held: number, pairs: number, concurrency = 64):
       done++;
       if (done % 100_000 === 0 || done === pairs) {
         const now = performance.now();
-        const rate = ((done - lastDone) / (now - lastAt)) * 1000;
+        const since = done - lastDone;
+        const rate = (since / (now - lastAt)) * 1000;
         lastAt = now;
         lastDone = done;
         const errors = pairErrors - lastErrors;
         lastErrors = pairErrors;
         // Only this worker waits for the metrics; the other 63 keep the load on.
-        points.push(
-          await point(`${done.toLocaleString('en-US')} pairs`, rate, errors, done - lastDoneAtPoint),
-        );
-        lastDoneAtPoint = done;
+        points.push(await point(`${done.toLocaleString('en-US')} pairs`, rate, errors, since));
       }
     });
     const pairsSeconds = (performance.now() - t1) / 1000;

@@ -343,14 +343,12 @@ export class CacheHome {
       const h = holding(node);
       if (h !== undefined) next.sharers.set(node, h);
     }
+    // The plan's exclusive holder is the requester or nobody, and an old exclusive listing of the
+    // requester had nobody beside it: the requester's old listing fits back as it was.
     const mine = holding(req.from);
     if (mine !== undefined) {
-      // The plan never leaves the requester's old exclusive listing beside other holders (it asks
-      // for a line it holds exclusively only when it may not serve it, and then nobody else holds
-      // it): keep it as it was.
-      if (e.exclusive?.node === req.from) {
-        if (next.exclusive === null && next.sharers.size === 0) next.exclusive = { node: req.from, ...mine };
-      } else if (next.exclusive === null) next.sharers.set(req.from, mine);
+      if (e.exclusive?.node === req.from) next.exclusive = { node: req.from, ...mine };
+      else next.sharers.set(req.from, mine);
     }
     this.store(key, next);
 

@@ -482,8 +482,7 @@ export class CacheL1 {
       try {
         op.kind = 'request';
         const { grant, gen } = await this.requestHome(key, 'read_miss').catch((e: unknown) => {
-          this.dropStale(key);
-          if (dropped !== null) this.notifyEvicted(key, dropped);
+          this.dropStale(key, dropped);
           throw e;
         });
         const data = grant.data ?? { present: false };
@@ -561,8 +560,7 @@ export class CacheL1 {
       try {
         granted = await this.requestHome(key, 'write');
       } catch (e) {
-        this.dropStale(key);
-        if (dropped !== null) this.notifyEvicted(key, dropped);
+        this.dropStale(key, dropped);
         throw e;
       } finally {
         if (dropped !== null && this.evicting.get(key) === dropped) this.evicting.delete(key);
@@ -640,15 +638,18 @@ export class CacheL1 {
   }
 
   /**
-   * After a request for `key` failed, the home may have dropped our listing of the (clean) copy we
-   * still hold — a write is granted by replacing it, a failed transaction keeps it out — and would
-   * no longer invalidate it. So it goes, and the home hears of it as of an eviction.
+   * After a request for `key` failed, the (clean) copy we still hold goes: its value may be
+   * outdated by now (the request may have been granted, its answer lost). A home keeps listing a
+   * requester's old copy when its transaction fails, so it hears of this as of an eviction, and
+   * likewise of the dirty line `dropped` (written back) for the request, if any.
    */
-  private dropStale(key: string): void {
+  private dropStale(key: string, dropped: Evicting | null): void {
     const old = this.l1.peek(key);
-    if (old === undefined || old.dirty) return;
-    this.l1.delete(key);
-    this.notifyEvicted(key, old);
+    if (old !== undefined && !old.dirty) {
+      this.l1.delete(key);
+      this.notifyEvicted(key, old);
+    }
+    if (dropped !== null) this.notifyEvicted(key, dropped);
   }
 
   /** A grant we will not install: tell the home, as for an eviction, so it stops listing us. */
