@@ -1,6 +1,7 @@
 // Raft benchmarks: failover time over repeated leader SIGKILLs, and raw replication throughput.
 // Run through `npm run bench -- raft`; results go to docs/BENCHMARKS.md.
 import { Agent, request } from 'undici';
+import { deadline } from '../src/transport/deadline.js';
 import { TestCluster } from '../test/helpers/cluster.js';
 import { fmt, summarize } from './stats.js';
 
@@ -12,18 +13,21 @@ async function propose(
   timeoutMs: number,
 ): Promise<{ status: number; ms: number }> {
   const t0 = performance.now();
+  const limit = deadline(timeoutMs);
   try {
     const res = await request(`${url}/debug/raft/propose`, {
       method: 'POST',
       dispatcher: agent,
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ command }),
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: limit.signal,
     });
     await res.body.text();
     return { status: res.statusCode, ms: performance.now() - t0 };
   } catch {
     return { status: 0, ms: performance.now() - t0 };
+  } finally {
+    limit.clear();
   }
 }
 

@@ -5,6 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Agent, errors as undiciErrors } from 'undici';
 import type { ClusterMember } from '../config/index.js';
 import { DssError } from '../errors.js';
+import { deadline } from '../transport/deadline.js';
 import { neverReachedPeer } from '../transport/transport.js';
 import type { RaftApi } from './context.js';
 
@@ -58,6 +59,7 @@ export class LeaderForwarder {
     if (req.body !== undefined) headers['content-type'] = 'application/json';
     if (this.opts.clusterSecret !== null) headers.authorization = `Bearer ${this.opts.clusterSecret}`;
     else if (typeof req.headers.authorization === 'string') headers.authorization = req.headers.authorization;
+    const limit = deadline(timeoutMs);
     try {
       const res = await this.agent.request({
         origin: base,
@@ -65,7 +67,7 @@ export class LeaderForwarder {
         method: req.method,
         headers,
         body: req.body === undefined ? null : JSON.stringify(req.body),
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: limit.signal,
       });
       const text = await res.body.text();
       const retryAfter = res.headers['retry-after'];
@@ -88,6 +90,8 @@ export class LeaderForwarder {
         retryAfter: 1,
         ...(neverSent ? {} : { details: { outcome: 'unknown' } }),
       });
+    } finally {
+      limit.clear();
     }
   }
 

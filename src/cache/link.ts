@@ -12,6 +12,7 @@ import type {
   SnoopWire,
 } from '../api/schemas/cache.js';
 import { DssError, HTTP_STATUS, type ErrorCode } from '../errors.js';
+import { deadline } from '../transport/deadline.js';
 import type { NodeId } from './types.js';
 
 export type SnoopKind = 'snoop_read' | 'invalidate';
@@ -68,19 +69,27 @@ export class HttpCacheLink implements CacheLink {
     if (base === undefined) throw new DssError('internal', `cache node ${node} is not in CLUSTER_ADDRS`);
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (this.opts.clusterSecret !== null) headers.authorization = `Bearer ${this.opts.clusterSecret}`;
-    const res = await this.agent.request({
-      origin: base,
-      path,
-      method: 'POST',
-      headers,
-      body: JSON.stringify(body),
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await res.body.text();
-    if (res.statusCode >= 200 && res.statusCode < 300) return JSON.parse(text) as T;
-    throw answerError(node, res.statusCode, text);
+    const limit = deadline(timeoutMs);
+    let status: number;
+    let text: string;
+    try {
+      const res = await this.agent.request({
+        origin: base,
+        path,
+        method: 'POST',
+        headers,
+        body: JSON.stringify(body),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: limit.signal,
+      });
+      status = res.statusCode;
+      text = await res.body.text();
+    } finally {
+      limit.clear();
+    }
+    if (status >= 200 && status < 300) return JSON.parse(text) as T;
+    throw answerError(node, status, text);
   }
 
   async close(): Promise<void> {

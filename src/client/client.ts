@@ -7,6 +7,7 @@ import { CacheClient } from './cache.js';
 import { LockClient } from './lock.js';
 import { QueueClient } from './queue.js';
 import type { HealthReply, NodeStatus, PeerStatusWire } from '../api/schemas/ops.js';
+import { deadline } from '../transport/deadline.js';
 import { DssConnectionError, DssHttpError, errorCode } from './errors.js';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
@@ -246,15 +247,22 @@ export class DssClient {
     // Paths are built by the SDK (constant routes, encoded identifiers, an encoded query string).
     const target = new URL(base);
     const prefix = target.pathname === '/' ? '' : target.pathname;
-    const res = await this.dispatcher.request({
-      origin: target.origin,
-      path: prefix + path + queryString(opts.query),
-      method,
-      headers,
-      signal: AbortSignal.timeout(opts.timeoutMs ?? this.timeoutMs),
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.body.text();
+    const limit = deadline(opts.timeoutMs ?? this.timeoutMs);
+    let res: Dispatcher.ResponseData;
+    let text: string;
+    try {
+      res = await this.dispatcher.request({
+        origin: target.origin,
+        path: prefix + path + queryString(opts.query),
+        method,
+        headers,
+        signal: limit.signal,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      text = await res.body.text();
+    } finally {
+      limit.clear();
+    }
     const type = String(res.headers['content-type'] ?? '');
     let parsed: unknown = undefined;
     if (text !== '') {

@@ -3,6 +3,7 @@
 // come back in the reply body.
 import { Pool, type Dispatcher } from 'undici';
 import type { NodeId, RequestMessage, ResponseMessage } from '../raft/types.js';
+import { deadline } from './deadline.js';
 import type { PeerAddress, RaftEndpoint, Transport } from './transport.js';
 
 export interface HttpTransportOptions {
@@ -65,15 +66,8 @@ export class HttpTransport implements Transport {
     if (!pool) throw new TransportError(`unknown peer "${to}"`, to);
     const from = msgs[0]?.from;
     if (from === undefined) return [];
-    // A timer cleared on completion rather than AbortSignal.timeout, whose timer cannot be cleared
-    // and builds a DOMException (with a stack trace) when it fires long after the answer came: on
-    // the hottest path of the cluster that was measurable. undici's own headersTimeout is too
-    // coarse (about a second) for election-scale timeouts.
-    const abort = new AbortController();
-    const timer = setTimeout(
-      () => abort.abort(new TransportError(`${to} timed out on ${endpoint}`, to)),
-      timeoutMs,
-    );
+    // undici's own headersTimeout is too coarse (about a second) for election-scale timeouts.
+    const limit = deadline(timeoutMs, () => new TransportError(`${to} timed out on ${endpoint}`, to));
     let res: Dispatcher.ResponseData;
     let text: string;
     try {
@@ -82,12 +76,12 @@ export class HttpTransport implements Transport {
         path: `/raft/${endpoint}`,
         headers: this.headers,
         body: JSON.stringify({ messages: msgs }),
-        signal: abort.signal,
+        signal: limit.signal,
       });
       // Always read the body: an unread body keeps the keep-alive connection busy.
       text = await res.body.text();
     } finally {
-      clearTimeout(timer);
+      limit.clear();
     }
     if (res.statusCode !== 200) {
       throw new TransportError(

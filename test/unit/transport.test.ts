@@ -6,6 +6,7 @@ import { buildServer } from '../../src/api/server.js';
 import { parseClusterAddrs } from '../../src/config/index.js';
 import { createMetrics } from '../../src/metrics/index.js';
 import type { RaftStatus, RequestMessage, ResponseMessage, VoteRequest } from '../../src/raft/types.js';
+import { deadline } from '../../src/transport/deadline.js';
 import { HttpTransport, parseResponses, TransportError } from '../../src/transport/http.js';
 
 const status: RaftStatus = {
@@ -154,5 +155,30 @@ describe('HttpTransport', () => {
       () => parseResponses('{}', { from: 'node1', to: 'node2', endpoint: 'append_entries' }),
       TransportError,
     );
+  });
+});
+
+describe('deadline', () => {
+  it('aborts with a TimeoutError once the limit has passed', async () => {
+    const limit = deadline(20);
+    await new Promise<void>((resolve) => limit.signal.addEventListener('abort', () => resolve()));
+    const reason: unknown = limit.signal.reason;
+    assert.ok(reason instanceof DOMException);
+    assert.equal(reason.name, 'TimeoutError');
+  });
+
+  it('never aborts once cleared', async () => {
+    const limit = deadline(20);
+    limit.clear();
+    // A later limit that fires proves the cleared one's time has passed too.
+    const later = deadline(60);
+    await new Promise<void>((resolve) => later.signal.addEventListener('abort', () => resolve()));
+    assert.equal(limit.signal.aborted, false);
+  });
+
+  it('aborts with the reason given', async () => {
+    const limit = deadline(5, () => new TransportError('late', 'node9'));
+    await new Promise<void>((resolve) => limit.signal.addEventListener('abort', () => resolve()));
+    assert.ok(limit.signal.reason instanceof TransportError);
   });
 });
