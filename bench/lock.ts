@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { Agent, request } from 'undici';
+import { Pool } from 'undici';
 import { TestCluster } from '../test/helpers/cluster.js';
 import { freePort } from '../test/helpers/proxy.js';
 import { waitFor } from '../test/helpers/wait.js';
@@ -32,6 +32,13 @@ const PAIR_TTL_MS = 30_000;
 /** How long a blocked acquire may wait (DSS wait_ms, the Redis retry loop, the etcd request). */
 const WAIT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = WAIT_MS + 5_000;
+/**
+ * Unmeasured load each system gets once, after it started and before its first row. A freshly
+ * started DSS node runs cold JavaScript: on a fresh 3-node cluster, single-client acquires measured
+ * in turns of 4 s (each after 3 s of requests to a constant route) took 2.5, 1.9, 1.5 and 1.5 ms at
+ * p50, so without it the first row (1 client) measured mostly V8's warm-up. Every system gets the same.
+ */
+export const WARM_UP_MS = Number(process.env.BENCH_LOCK_WARM_UP_MS ?? 10_000);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const DIRECT_DSS = 'DSS (3 nodes, peers direct)';
 const ETCD_BIN = process.env.ETCD_BIN ?? '/usr/bin/etcd';
@@ -103,36 +110,66 @@ interface Reply {
   timedOut: boolean;
 }
 
-async function postJson(agent: Agent, url: string, body: unknown, timeoutMs: number): Promise<Reply> {
-  try {
-    const res = await request(url, {
-      method: 'POST',
-      dispatcher: agent,
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-      // undici's own timeouts, not AbortSignal.timeout: that timer cannot be cleared, so at 64
-      // clients some 100,000 of them stay armed at once, and the load generator spent so much on
-      // them that every system's row lost throughput (about 20 % for DSS in one A/B run).
+/**
+ * The load generator's HTTP client: one keep-alive undici Pool per origin, asked for a path. An
+ * Agent given the whole URL did the same with more work per call (URL parsing and its dispatch
+ * path): about 100 µs of the bench's CPU per request against 60-70 µs for a Pool in an A/B of the
+ * same 64-client DSS script, CPU that the systems under test then lacked on this 2-core machine.
+ */
+class HttpClient {
+  private readonly pools = new Map<string, Pool>();
+
+  private pool(url: string): { pool: Pool; path: string } {
+    // scheme://host:port/path: the origin ends at the first '/' after the "//".
+    const cut = url.indexOf('/', url.indexOf('//') + 2);
+    const origin = cut < 0 ? url : url.slice(0, cut);
+    let pool = this.pools.get(origin);
+    if (!pool) {
+      pool = new Pool(origin, { connections: 256, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 });
+      this.pools.set(origin, pool);
+    }
+    return { pool, path: cut < 0 ? '/' : url.slice(cut) };
+  }
+
+  async postJson(url: string, body: unknown, timeoutMs: number): Promise<Reply> {
+    try {
+      const { pool, path } = this.pool(url);
+      const res = await pool.request({
+        method: 'POST',
+        path,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        // undici's own timeouts, not AbortSignal.timeout: that timer cannot be cleared, so at 64
+        // clients some 100,000 of them stay armed at once, and the load generator spent so much on
+        // them that every system's row lost throughput (about 20 % for DSS in one A/B run).
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      return { status: res.statusCode, text: await res.body.text(), timedOut: false };
+    } catch (e) {
+      const timedOut =
+        e instanceof Error && (e.name === 'HeadersTimeoutError' || e.name === 'BodyTimeoutError');
+      return { status: 0, text: e instanceof Error ? e.message : String(e), timedOut };
+    }
+  }
+
+  async getText(url: string, timeoutMs = 5000): Promise<string> {
+    const { pool, path } = this.pool(url);
+    const res = await pool.request({
+      method: 'GET',
+      path,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
     });
-    return { status: res.statusCode, text: await res.body.text(), timedOut: false };
-  } catch (e) {
-    const timedOut =
-      e instanceof Error && (e.name === 'HeadersTimeoutError' || e.name === 'BodyTimeoutError');
-    return { status: 0, text: e instanceof Error ? e.message : String(e), timedOut };
+    const text = await res.body.text();
+    if (res.statusCode !== 200) throw new Error(`GET ${url}: ${res.statusCode} ${text.slice(0, 200)}`);
+    return text;
   }
-}
 
-async function getText(agent: Agent, url: string, timeoutMs = 5000): Promise<string> {
-  const res = await request(url, { dispatcher: agent, signal: AbortSignal.timeout(timeoutMs) });
-  const text = await res.body.text();
-  if (res.statusCode !== 200) throw new Error(`GET ${url}: ${res.statusCode} ${text.slice(0, 200)}`);
-  return text;
-}
-
-function newAgent(): Agent {
-  return new Agent({ connections: 256, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 });
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    this.pools.clear();
+  }
 }
 
 // ------------------------------------------------------------------ systems under test
@@ -168,7 +205,7 @@ class DssSystem implements LockSystem {
   readonly errorSamples: string[] = [];
   /** Failed requests by kind ("acquire 503 no_leader"), for the report. */
   readonly errorKinds = new Map<string, number>();
-  private readonly agent = newAgent();
+  private readonly http = new HttpClient();
 
   private constructor(
     readonly name: string,
@@ -231,8 +268,7 @@ class DssSystem implements LockSystem {
     return {
       acquire: async (resource, wait) =>
         outcome(
-          await postJson(
-            this.agent,
+          await this.http.postJson(
             `${url}/lock/acquire`,
             { resource, client_id: clientId, mode: 'exclusive', ttl_ms: ttlMs, wait_ms: wait ? WAIT_MS : 0 },
             timeoutMs,
@@ -241,7 +277,7 @@ class DssSystem implements LockSystem {
         ),
       release: async (resource) =>
         outcome(
-          await postJson(this.agent, `${url}/lock/release`, { resource, client_id: clientId }, timeoutMs),
+          await this.http.postJson(`${url}/lock/release`, { resource, client_id: clientId }, timeoutMs),
           'release',
         ),
       close: () => Promise.resolve(),
@@ -250,7 +286,7 @@ class DssSystem implements LockSystem {
 
   /** The named samples of one scrape of the node's /metrics, in order (NaN for one not found). */
   async metrics(nodeUrl: string, names: string[]): Promise<number[]> {
-    const text = await getText(this.agent, `${nodeUrl}/metrics`);
+    const text = await this.http.getText(`${nodeUrl}/metrics`);
     return names.map((name) => {
       const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text);
       return m ? Number(m[1]) : NaN;
@@ -259,7 +295,7 @@ class DssSystem implements LockSystem {
 
   async stop(): Promise<void> {
     try {
-      await this.agent.close();
+      await this.http.close();
     } finally {
       await this.cluster.stop();
       tempDirs.delete(this.cluster.dir);
@@ -285,7 +321,7 @@ class EtcdSystem implements LockSystem {
   readonly name = 'etcd 3.4 (3 members)';
   readonly errorSamples: string[] = [];
   readonly members: EtcdMember[] = [];
-  private readonly agent = newAgent();
+  private readonly http = new HttpClient();
   private leaderUrl = '';
   private leaderName = '';
   private version = '';
@@ -358,7 +394,7 @@ class EtcdSystem implements LockSystem {
       async () => {
         const sts = await Promise.all(
           this.members.map(async (m) => {
-            const r = await postJson(this.agent, `${m.clientUrl}/v3/maintenance/status`, {}, 1000);
+            const r = await this.http.postJson(`${m.clientUrl}/v3/maintenance/status`, {}, 1000);
             if (r.status !== 200) return null;
             const s = JSON.parse(r.text) as EtcdStatus & { version?: string };
             m.memberId = s.header?.member_id ?? '';
@@ -392,7 +428,7 @@ class EtcdSystem implements LockSystem {
     // One lease per client (TTL 60 s, longer than a scenario); revoked when the scenario ends.
     return Promise.all(
       Array.from({ length: n }, async () => {
-        const r = await postJson(this.agent, `${this.leaderUrl}/v3/lease/grant`, { TTL: 60 }, 5000);
+        const r = await this.http.postJson(`${this.leaderUrl}/v3/lease/grant`, { TTL: 60 }, 5000);
         const lease = r.status === 200 ? (JSON.parse(r.text) as { ID?: string }).ID : undefined;
         if (!lease) throw new Error(`etcd lease grant: ${r.status} ${r.text}`);
         return this.client(lease);
@@ -411,7 +447,7 @@ class EtcdSystem implements LockSystem {
     return {
       acquire: async (resource) => {
         const name = Buffer.from(resource).toString('base64');
-        const r = await postJson(this.agent, `${url}/v3/lock/lock`, { name, lease }, REQUEST_TIMEOUT_MS);
+        const r = await this.http.postJson(`${url}/v3/lock/lock`, { name, lease }, REQUEST_TIMEOUT_MS);
         if (r.status !== 200) return failed(r, 'lock');
         const key = (JSON.parse(r.text) as { key?: string }).key;
         if (!key) return failed(r, 'lock (no key)');
@@ -422,18 +458,18 @@ class EtcdSystem implements LockSystem {
         const key = keys.get(resource);
         if (!key) return 'error';
         keys.delete(resource);
-        const r = await postJson(this.agent, `${url}/v3/lock/unlock`, { key }, REQUEST_TIMEOUT_MS);
+        const r = await this.http.postJson(`${url}/v3/lock/unlock`, { key }, REQUEST_TIMEOUT_MS);
         return r.status === 200 ? 'ok' : failed(r, 'unlock');
       },
       close: async () => {
-        await postJson(this.agent, `${url}/v3/lease/revoke`, { ID: lease }, 5000);
+        await this.http.postJson(`${url}/v3/lease/revoke`, { ID: lease }, 5000);
       },
     };
   }
 
   async stop(): Promise<void> {
     try {
-      await this.agent.close();
+      await this.http.close();
     } finally {
       await Promise.all(this.members.map((m) => (m.proc ? stopChild(m.proc) : Promise.resolve())));
       removeTempDir(this.dir);
@@ -711,6 +747,25 @@ async function runScenario(
   }
 }
 
+/** 64 clients acquiring and releasing distinct resources for WARM_UP_MS; nothing is recorded. */
+async function warmUp(sys: LockSystem): Promise<void> {
+  const clients = await sys.clients(64, 'warm');
+  try {
+    const end = performance.now() + WARM_UP_MS;
+    await Promise.all(
+      clients.map(async (client, i) => {
+        while (performance.now() < end) {
+          if ((await client.acquire(`bench.warm.${i}`, false)) === 'ok')
+            await client.release(`bench.warm.${i}`);
+          else await delay(10);
+        }
+      }),
+    );
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+  }
+}
+
 /**
  * All three systems up at once (idle ones cost only their heartbeats), the scenarios interleaved
  * (for each scenario: DSS, etcd, Redis) so a drift in the machine's load hits all three alike.
@@ -723,6 +778,7 @@ export async function lockComparison(seconds: number): Promise<LockRunResult[]> 
     if (process.env.BENCH_LOCK_DIRECT !== '0') systems.push(await DssSystem.start(true));
     systems.push(await EtcdSystem.start());
     systems.push(await RedisSystem.start());
+    for (const sys of systems) await warmUp(sys);
     for (const sc of SCENARIOS) {
       for (const sys of systems) {
         const others = systems.filter((x) => x !== sys).flatMap((x) => x.processes());

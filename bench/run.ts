@@ -5,6 +5,7 @@ import { cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import {
   DIRECT_DSS,
+  WARM_UP_MS,
   lockComparison,
   lockMarkdown,
   lockMemory,
@@ -110,20 +111,26 @@ const suites: Record<string, () => Promise<void>> = {
     const rev = revision();
     const results = await lockComparison(seconds);
     const table = lockMarkdown(results);
-    const targets = lockTargets(results);
-    const direct = results.some((r) => r.system === DIRECT_DSS) ? lockTargets(results, DIRECT_DSS) : '';
-    console.log(`${table}\n\n${targets}\n\n${direct}`);
+    // The like-for-like rows are the nodes with direct peer links, as etcd's members have; the
+    // TestCluster rows (BENCH_LOCK_DIRECT=0 keeps only them) route Raft traffic through proxies that
+    // run inside the load generator, on the same 2 cores.
+    const hasDirect = results.some((r) => r.system === DIRECT_DSS);
+    const targets = lockTargets(results, hasDirect ? DIRECT_DSS : undefined);
+    const proxied = hasDirect ? lockTargets(results) : '';
+    console.log(`${table}\n\n${targets}\n\n${proxied}`);
     writeSection(
       'lock',
       `## Lock service: DSS vs etcd vs Redis\n\n${new Date().toISOString().slice(0, 10)}, ${machine()}; ` +
         `\`npm run bench -- lock\` (${seconds} s measured per row after a ${Math.min(2, seconds / 5)} s warm-up; ` +
+        `each system first gets ${WARM_UP_MS / 1000} s of unmeasured load (64 clients, distinct resources) ` +
+        `once it is up, so that no row measures cold JavaScript; ` +
         `every system on loopback on this machine, started by the bench; for each scenario the systems ` +
         `run one after the other, never at once; ${rev}).\n\n` +
         `A pair is an exclusive acquire then a release by the same client; its latency runs from sending ` +
         `the acquire to the release's answer (for hot resources it includes the wait in the queue). ` +
         `What each system does per pair:\n\n` +
         `- **DSS**: 3 node processes (TestCluster: election 1–2 s, heartbeat 200 ms, LOG_LEVEL=warn); ` +
-        `clients POST \`/lock/acquire\` and \`/lock/release\` to the leader (undici, keep-alive). Two Raft ` +
+        `clients POST \`/lock/acquire\` and \`/lock/release\` to the leader (an undici Pool, keep-alive; etcd's gateway gets the same client). Two Raft ` +
         `commits per pair, each fdatasynced on a majority before the answer. Hot resources: \`wait_ms\` ` +
         `10000, so an acquire queues on the leader and is granted by the release before it. Raft traffic ` +
         `between the nodes goes through TestCluster's TCP proxies, which run inside the load generator.\n` +
@@ -144,9 +151,12 @@ const suites: Record<string, () => Promise<void>> = {
         `proxies); "other" is the rest of the machine's busy time (kernel softirqs of loopback ` +
         `traffic, and other people's processes on this shared machine: each row waits first for ` +
         `under 25 % of a core of that).\n\n` +
-        `${table}\n\nTargets from the issue (DSS as TestCluster runs it, against etcd; not tuned, ` +
-        `measured as is):\n\n${targets}\n` +
-        (direct ? `\nThe same targets for the DSS nodes with direct peer links:\n\n${direct}\n` : ''),
+        `${table}\n\nTargets from the issue (${hasDirect ? 'DSS with direct peer links, as etcd has' : 'DSS as TestCluster runs it'}, ` +
+        `against etcd; not tuned, measured as is):\n\n${targets}\n` +
+        (proxied
+          ? `\nThe same targets for DSS as TestCluster runs it (its Raft traffic through TCP proxies in the ` +
+            `load generator's process):\n\n${proxied}\n`
+          : ''),
     );
   },
   'lock-memory': async () => {
