@@ -502,6 +502,21 @@ function cpuAverage(
 const HIT_KINDS: HitKind[] = ['const', 'cache', 'redis'];
 
 /**
+ * Seconds of unmeasured load on the three routes (a third each) before round 1: otherwise round 1
+ * measures cold JavaScript on the target (HTTP stack, cache, ioredis) and in the load generator. A
+ * fresh DSS lock cluster took some 10 s of load to settle (see the lock bench).
+ */
+export const CACHE_WARM_UP_S = Number(process.env.BENCH_CACHE_SYSTEM_WARM_UP_S ?? 9);
+
+function hitPaths(keys: string[]): Record<HitKind, string[]> {
+  return {
+    const: keys.map(() => '/debug/bench/const'),
+    cache: keys.map((k) => `/cache/${k}`),
+    redis: keys.map((k) => `/debug/bench/redis_get?key=${encodeURIComponent(memKey(k))}`),
+  };
+}
+
+/**
  * One round: the three kinds take turns in SLICES slices of `seconds / SLICES` s each (const,
  * cache, redis, const, ...), so that a change in the machine's load over the round hits all three
  * alike; each kind's first slice starts with a warm-up. A kind's row pools its slices.
@@ -512,11 +527,7 @@ async function hitRound(
   seconds: number,
   round: number,
 ): Promise<{ rows: HitRow[]; cpu: { label: string; pct: number }[] }> {
-  const paths: Record<HitKind, string[]> = {
-    const: keys.map(() => '/debug/bench/const'),
-    cache: keys.map((k) => `/cache/${k}`),
-    redis: keys.map((k) => `/debug/bench/redis_get?key=${encodeURIComponent(memKey(k))}`),
-  };
+  const paths = hitPaths(keys);
   const procs = [...sys.processes(), { label: 'bench', pid: process.pid }];
   await waitQuiet(procs);
   const warmMs = Math.min(Number(process.env.BENCH_CACHE_WARMUP_S ?? 2) * 1000, seconds * 200);
@@ -830,6 +841,11 @@ export async function cacheBench(seconds: number): Promise<CacheResult> {
       `${HIT_KEYS} hit keys in ${TARGET}'s L1; their homes: ${[...homes].map(([id, n]) => `${id} ${n}`).join(', ')}`,
     );
 
+    if (CACHE_WARM_UP_S > 0) {
+      const paths = hitPaths(hitKeys);
+      const procs = [...sys.processes(), { label: 'bench', pid: process.pid }];
+      for (const kind of HIT_KINDS) await hitSlice(sys, paths[kind], procs, 0, (CACHE_WARM_UP_S * 1000) / 3);
+    }
     const hits: HitRow[] = [];
     const idle: CacheResult['idle'] = [];
     for (let round = 1; round <= ROUNDS; round++) {
@@ -1055,7 +1071,12 @@ export function cacheSection(
     `answered. In each of ${ROUNDS} rounds the three routes take turns in ${SLICES} slices of ` +
     `${fmt(meta.seconds / SLICES, 1)} s each (constant, cache, Redis GET, constant, …; never at once; ` +
     `a route's first slice starts with a ${fmt(warm, 1)} s warm-up), so that a change in the ` +
-    `machine's load hits all three alike; a row pools its route's ${fmt(meta.seconds, 0)} s of a round. The cache row reads ` +
+    `machine's load hits all three alike; a row pools its route's ${fmt(meta.seconds, 0)} s of a round` +
+    (CACHE_WARM_UP_S > 0
+      ? ` (before round 1, ${CACHE_WARM_UP_S} s of unmeasured load, a third on each route, so that no ` +
+        `round measures cold JavaScript)`
+      : '') +
+    `. The cache row reads ` +
     `${r.hitKeys.toLocaleString('en-US')} keys round-robin that were read once on ${TARGET} ` +
     `beforehand (a miss each, then E there; their homes spread over the three nodes), so every read ` +
     `is an L1 hit (checked: the target's \`cache_misses_total\` did not move). The two comparison ` +

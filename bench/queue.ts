@@ -38,6 +38,13 @@ const POLL_MS = 500;
  */
 const DSS_WAIT_MS = Number(process.env.BENCH_QUEUE_DSS_WAIT_MS ?? POLL_MS);
 const REQUEST_TIMEOUT_MS = 15_000;
+/**
+ * Seconds of unmeasured load (unbatched, flat out; DSS on many queues) each system gets once, after all are
+ * up and before the first row: otherwise that row measures cold JavaScript (the DSS nodes, BullMQ's
+ * client code and the bench's own). A fresh 3-node DSS lock cluster took some 10 s of load to settle
+ * (single-client acquire p50 2.5 -> 1.5 ms; see the lock bench). Every system gets the same.
+ */
+export const QUEUE_WARM_UP_S = Number(process.env.BENCH_QUEUE_SYSTEM_WARM_UP_S ?? 10);
 /** Extra node(1) flags for the DSS nodes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` (profiling). */
 const NODE_ARGS = (process.env.BENCH_QUEUE_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
@@ -909,6 +916,10 @@ export async function queueComparison(seconds: number): Promise<QueueRow[]> {
       );
       ownerCheck = bad;
     }
+    // DSS warms up on queues spread over all three nodes: the measured single queue's owner may be any.
+    const warmWith = (sys: QueueSystem): Scenario =>
+      SCENARIOS.find((s) => s.key === (sys.kind === 'dss' ? 'many-unbatched' : 'unbatched'))!;
+    for (const sys of systems) if (QUEUE_WARM_UP_S > 0) await runRow(sys, warmWith(sys), QUEUE_WARM_UP_S, []);
     for (const sc of scenarios) {
       for (const sys of systems) {
         if (!sc.systems.includes(sys.kind)) continue;
@@ -1046,7 +1057,13 @@ export function queueSection(
   return (
     `## Queue: DSS vs BullMQ vs raw Redis\n\n${short}${meta.date}, ${meta.machine}; ` +
     `\`${settings}npm run bench -- queue\` ` +
-    `(${meta.seconds} s measured per row after a ${fmt(warm, 1)} s warm-up; every system on loopback on ` +
+    `(${meta.seconds} s measured per row after a ${fmt(warm, 1)} s warm-up; ` +
+    (QUEUE_WARM_UP_S > 0
+      ? `each system first gets ${QUEUE_WARM_UP_S} s of unmeasured load (unbatched, flat out; for DSS on ` +
+        `${n(MANY)} queues, so every node gets its share) once all are up, so that no row measures cold ` +
+        `JavaScript; `
+      : '') +
+    `every system on loopback on ` +
     `this machine, started by the bench; for each scenario the systems run one after the other, never ` +
     `at once; ${meta.revision}).\n\n` +
     `${PRODUCERS} producers and ${CONSUMERS} consumers in the bench process move small JSON messages ` +
