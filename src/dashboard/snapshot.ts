@@ -15,6 +15,7 @@ import {
   type DashboardQueuesWire,
 } from '../api/schemas/dashboard.js';
 import type { LockState } from '../lock/types.js';
+import { deadline } from '../transport/deadline.js';
 
 /** Default cap on the resources, queues and cache lines one node lists. */
 export const DASHBOARD_LIMIT = 200;
@@ -171,6 +172,7 @@ export class PeerSnapshots {
     else if (authorization !== undefined) headers.authorization = authorization;
     let status: number;
     let text: string;
+    const limit = deadline(this.timeoutMs);
     try {
       const res = await this.agent.request({
         origin: member.url,
@@ -179,7 +181,7 @@ export class PeerSnapshots {
         headers,
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: limit.signal,
       });
       status = res.statusCode;
       text = await res.body.text();
@@ -189,6 +191,8 @@ export class PeerSnapshots {
           ? `no answer within ${this.timeoutMs} ms`
           : message(e);
       return { reachable: false, error: why, snapshot: null };
+    } finally {
+      limit.clear();
     }
     let body: unknown;
     try {

@@ -3,6 +3,7 @@
 import { Agent, request } from 'undici';
 import type { PeerReachability } from '../api/context.js';
 import type { NodeId } from '../raft/types.js';
+import { deadline } from '../transport/deadline.js';
 import type { PeerAddress } from '../transport/transport.js';
 
 export interface PeerProberOptions {
@@ -64,16 +65,16 @@ export class PeerProber implements PeerReachability {
   }
 
   private async probe(peer: PeerAddress): Promise<void> {
+    const limit = deadline(this.timeoutMs);
     try {
-      const res = await request(`${peer.url}/health`, {
-        dispatcher: this.agent,
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
+      const res = await request(`${peer.url}/health`, { dispatcher: this.agent, signal: limit.signal });
       await res.body.dump();
       if (res.statusCode === 200) this.lastOk.set(peer.id, performance.now());
       else this.lastOk.delete(peer.id);
     } catch {
       this.lastOk.delete(peer.id);
+    } finally {
+      limit.clear();
     }
   }
 }
