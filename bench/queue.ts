@@ -39,8 +39,8 @@ const POLL_MS = 500;
 const DSS_WAIT_MS = Number(process.env.BENCH_QUEUE_DSS_WAIT_MS ?? POLL_MS);
 const REQUEST_TIMEOUT_MS = 15_000;
 /**
- * Seconds of unmeasured load (unbatched, flat out; DSS on many queues) each system gets once, after all are
- * up and before the first row: otherwise that row measures cold JavaScript (the DSS nodes, BullMQ's
+ * Length of an unmeasured row (unbatched, flat out; DSS on many queues; plus the row's own warm-up)
+ * each system gets once, after all are up and before the first row: otherwise that row measures cold JavaScript (the DSS nodes, BullMQ's
  * client code and the bench's own). A fresh 3-node DSS lock cluster took some 10 s of load to settle
  * (single-client acquire p50 2.5 -> 1.5 ms; see the lock bench). Every system gets the same.
  */
@@ -919,7 +919,7 @@ export async function queueComparison(seconds: number): Promise<QueueRow[]> {
     // DSS warms up on queues spread over all three nodes: the measured single queue's owner may be any.
     const warmWith = (sys: QueueSystem): Scenario =>
       SCENARIOS.find((s) => s.key === (sys.kind === 'dss' ? 'many-unbatched' : 'unbatched'))!;
-    for (const sys of systems) if (QUEUE_WARM_UP_S > 0) await runRow(sys, warmWith(sys), QUEUE_WARM_UP_S, []);
+    if (QUEUE_WARM_UP_S > 0) for (const sys of systems) await runRow(sys, warmWith(sys), QUEUE_WARM_UP_S, []);
     for (const sc of scenarios) {
       for (const sys of systems) {
         if (!sc.systems.includes(sys.kind)) continue;
@@ -1059,7 +1059,7 @@ export function queueSection(
     `\`${settings}npm run bench -- queue\` ` +
     `(${meta.seconds} s measured per row after a ${fmt(warm, 1)} s warm-up; ` +
     (QUEUE_WARM_UP_S > 0
-      ? `each system first gets ${QUEUE_WARM_UP_S} s of unmeasured load (unbatched, flat out; for DSS on ` +
+      ? `each system first gets an unmeasured ${QUEUE_WARM_UP_S} s row, after its own warm-up (unbatched, flat out; for DSS on ` +
         `${n(MANY)} queues, so every node gets its share) once all are up, so that no row measures cold ` +
         `JavaScript; `
       : '') +
