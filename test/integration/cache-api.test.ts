@@ -111,6 +111,29 @@ describe('cache API (3 real processes, private Redis, write-back)', () => {
     assert.deepEqual(await states('s1'), ['S', 'S', 'I']);
   });
 
+  it('a hit (sent as prepared text) has the body and content type of a miss, and follows writes', async () => {
+    // Keys may hold '/', ':' and '.'; the value has what JSON text must escape.
+    const key = 'hit/text:1.a';
+    const value = { q: 'say "hi"\\', u: 'é ✓ \u0001', n: [0, -1.5, null, true], o: {} };
+    await mem.set(`dss:mem:${key}`, JSON.stringify(value));
+    const raw = async (): Promise<{ type: string | null; body: unknown }> => {
+      const res = await fetch(`${urls[0]}/cache/${key}`);
+      assert.equal(res.status, 200);
+      return { type: res.headers.get('content-type'), body: await res.json() };
+    };
+    const miss = await raw();
+    assert.deepEqual(miss.body, { key, value, state: 'E', source: 'memory' });
+    const hit = await raw();
+    assert.deepEqual(hit, { type: miss.type, body: { key, value, state: 'E', source: 'l1' } });
+    // A write brings new data: the next hit must not send the old value's text.
+    await put(0, key, 'second');
+    assert.deepEqual((await raw()).body, { key, value: 'second', state: 'M', source: 'l1' });
+    await put(0, key, null);
+    assert.deepEqual((await raw()).body, { key, value: null, state: 'M', source: 'l1' });
+    // Another node's read turns the line into S (same data, new state).
+    assert.deepEqual(await get(1, key), { key, value: null, state: 'S', source: 'peer' });
+    assert.deepEqual((await raw()).body, { key, value: null, state: 'S', source: 'l1' });
+  });
   it('write on S -> writer M, every other copy I, one invalidation per sharer', async () => {
     await mem.set('dss:mem:s2', '"old"');
     await get(0, 's2');

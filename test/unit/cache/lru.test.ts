@@ -85,9 +85,13 @@ describe('Lru', () => {
   });
 
   it('matches a naive array model on random operations', () => {
-    type Cmd = { op: 'get' | 'peek' | 'set' | 'update' | 'delete'; key: string; value: number };
+    type Cmd = {
+      op: 'get' | 'peek' | 'set' | 'insert' | 'update' | 'delete' | 'victimFor';
+      key: string;
+      value: number;
+    };
     const cmd: fc.Arbitrary<Cmd> = fc.record({
-      op: fc.constantFrom<Cmd['op']>('get', 'peek', 'set', 'set', 'update', 'delete'),
+      op: fc.constantFrom<Cmd['op']>('get', 'peek', 'set', 'set', 'insert', 'update', 'delete', 'victimFor'),
       key: fc.constantFrom('a', 'b', 'c', 'd', 'e'),
       value: fc.integer(),
     });
@@ -112,12 +116,23 @@ describe('Lru', () => {
             case 'set': {
               let want: { key: string; value: number } | null = null;
               if (i >= 0) model.splice(i, 1);
-              else if (model.length === cap) {
+              else if (model.length >= cap) {
                 const [k, v] = model.shift()!;
                 want = { key: k, value: v };
               }
               model.push([c.key, c.value]);
               assert.deepEqual(l.set(c.key, c.value), want);
+              break;
+            }
+            case 'insert':
+              // Never evicts, so the model may exceed the capacity until deletes bring it back.
+              if (i >= 0) model.splice(i, 1);
+              model.push([c.key, c.value]);
+              l.insert(c.key, c.value);
+              break;
+            case 'victimFor': {
+              const want = i >= 0 || model.length < cap ? null : { key: model[0]![0], value: model[0]![1] };
+              assert.deepEqual(l.victimFor(c.key), want);
               break;
             }
             case 'update':
@@ -132,7 +147,11 @@ describe('Lru', () => {
             }
           }
           assert.deepEqual(l.entries(), model);
-          assert.ok(l.size <= cap);
+          assert.deepEqual(
+            [...l.oldestKeys()],
+            model.map(([k]) => k),
+          );
+          assert.equal(l.size, model.length);
         }
       }),
       { seed: 4242, numRuns: 300 },
