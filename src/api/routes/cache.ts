@@ -41,8 +41,8 @@ const JSON_TYPE = 'application/json; charset=utf-8';
  * The JSON text of each cached value, made on its first hit: a line's Data is never changed in
  * place (a write or a fill brings a new one), so the text stays right for as long as the line keeps
  * that Data, and goes with it. Hits then send prepared text instead of serializing the value each
- * time, which cost more than everything else a hit does (measured: CPU per hit 41-46 µs against 36-38
- * for a route answering a constant, of which JSON.stringify of a small object was the largest part).
+ * time: with the L1's cheaper touch, a hit's CPU over a route answering a constant fell from 5-8 µs
+ * to 3-4 µs (docs/BENCHMARKS.md, cache).
  */
 const valueText = new WeakMap<Data, string>();
 
