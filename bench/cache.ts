@@ -20,7 +20,14 @@ import { DEFAULT_VNODES, HashRing } from '../src/queue/ring.js';
 import { TestCluster, type TestNode } from '../test/helpers/cluster.js';
 import { RedisServer } from '../test/helpers/redis.js';
 import { waitFor } from '../test/helpers/wait.js';
-import { cpuBetween, measureUndisturbed, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
+import {
+  cpuBetween,
+  cpuText as cpuTextIn,
+  measureUndisturbed,
+  sampleCpu,
+  waitQuiet,
+  type CpuSample,
+} from './cpu.js';
 import { fmt, summarize } from './stats.js';
 
 const CLIENTS = Number(process.env.BENCH_CACHE_CLIENTS ?? 50);
@@ -348,24 +355,16 @@ function commandNames(a: Map<string, number>, b: Map<string, number>): string {
 
 // ------------------------------------------------------------------ CPU text
 
+const CPU_ORDER = [
+  ['target', 'target'],
+  ['node', 'nodes'],
+  ['redis', 'redis'],
+  ['bench', 'bench'],
+  ['other', 'other'],
+] as const;
+
 function cpuText(cpu: { label: string; pct: number }[]): string {
-  const by = (label: string): string =>
-    cpu
-      .filter((c) => c.label === label)
-      .map((c) => fmt(c.pct, 0))
-      .join('+');
-  const parts: string[] = [];
-  for (const [label, shown] of [
-    ['target', 'target'],
-    ['node', 'nodes'],
-    ['redis', 'redis'],
-    ['bench', 'bench'],
-    ['other', 'other'],
-  ] as const) {
-    const v = by(label);
-    if (v) parts.push(`${shown} ${v}`);
-  }
-  return `${parts.join(' · ')} · machine idle ${by('idle')}%`;
+  return cpuTextIn(cpu, CPU_ORDER);
 }
 
 // ------------------------------------------------------------------ hit throughput

@@ -17,6 +17,7 @@ import { fmt, summarize } from './stats.js';
 import {
   CLK_TCK,
   cpuBetween,
+  cpuText as cpuTextIn,
   cpuYardstickMs,
   measureUndisturbed,
   sampleCpu,
@@ -612,18 +613,16 @@ class RedisSystem implements LockSystem {
 
 // ------------------------------------------------------------------ CPU text
 
+const CPU_ORDER = [
+  ['leader', 'leader'],
+  ['follower', 'followers'],
+  ['redis', 'redis'],
+  ['bench', 'bench'],
+  ['other', 'other'],
+] as const;
+
 function cpuText(cpu: { label: string; pct: number }[]): string {
-  const by = (label: string): string =>
-    cpu
-      .filter((c) => c.label === label)
-      .map((c) => fmt(c.pct, 0))
-      .join('+');
-  const parts: string[] = [];
-  for (const label of ['leader', 'follower', 'redis', 'bench', 'other']) {
-    const v = by(label);
-    if (v) parts.push(`${label === 'follower' ? 'followers' : label} ${v}`);
-  }
-  return `${parts.join(' · ')} · machine idle ${by('idle')}%`;
+  return cpuTextIn(cpu, CPU_ORDER);
 }
 
 // ------------------------------------------------------------------ scenarios

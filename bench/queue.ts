@@ -18,7 +18,14 @@ import { TestCluster } from '../test/helpers/cluster.js';
 import { RedisServer } from '../test/helpers/redis.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { fmt, summarize } from './stats.js';
-import { cpuBetween, measureUndisturbed, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
+import {
+  cpuBetween,
+  cpuText as cpuTextIn,
+  measureUndisturbed,
+  sampleCpu,
+  waitQuiet,
+  type CpuSample,
+} from './cpu.js';
 
 const PRODUCERS = Number(process.env.BENCH_QUEUE_PRODUCERS ?? 32);
 const CONSUMERS = Number(process.env.BENCH_QUEUE_CONSUMERS ?? 32);
@@ -723,24 +730,16 @@ class RawRedisSystem implements QueueSystem {
 
 // ------------------------------------------------------------------ CPU text
 
+const CPU_ORDER = [
+  ['owner', 'owner'],
+  ['node', 'nodes'],
+  ['redis', 'redis'],
+  ['bench', 'bench'],
+  ['other', 'other'],
+] as const;
+
 function cpuText(cpu: { label: string; pct: number }[]): string {
-  const by = (label: string): string =>
-    cpu
-      .filter((c) => c.label === label)
-      .map((c) => fmt(c.pct, 0))
-      .join('+');
-  const parts: string[] = [];
-  for (const [label, shown] of [
-    ['owner', 'owner'],
-    ['node', 'nodes'],
-    ['redis', 'redis'],
-    ['bench', 'bench'],
-    ['other', 'other'],
-  ] as const) {
-    const v = by(label);
-    if (v) parts.push(`${shown} ${v}`);
-  }
-  return `${parts.join(' · ')} · machine idle ${by('idle')}%`;
+  return cpuTextIn(cpu, CPU_ORDER);
 }
 
 // ------------------------------------------------------------------ running a row
