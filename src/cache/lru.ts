@@ -3,7 +3,7 @@
 // order, so a hit costs one hash lookup and a few pointer moves. (A Map alone keeps insertion order,
 // but "move to most recent" then costs a delete and a set: four lookups of a key string the request
 // just parsed, and the deleted slots make the table rehash. Measured per hit: 86 vs 29 ns in a tight
-// loop over 1,000 keys, and about 1% of a node's CPU serving hits.)
+// loop over 1,000 keys; with the Map alone, 1.4 % of the CPU samples of a node serving hits.)
 //
 // Eviction is never silent: `set` of a new key into a full cache hands the victim back, and the
 // caller must run the eviction transition on it (write an M line back, notify the home). A caller
