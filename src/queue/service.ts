@@ -19,6 +19,12 @@ const MAX_POP_BATCH = 1000;
 const DEPTH_BATCH = 256;
 /** Queues whose expired deliveries the monitor handles at once. */
 const MONITOR_CONCURRENCY = 64;
+/**
+ * How long the monitor may fail to reach Redis after start before it says so: a node starting beside
+ * its Redis (or before it) is usually still connecting, and a warning on every healthy start would
+ * teach operators to ignore the one that matters.
+ */
+export const MONITOR_STARTUP_GRACE_MS = 5_000;
 
 export interface QueueMetricsSink {
   messages(op: 'push' | 'pop' | 'ack' | 'nack' | 'dead', n: number): void;
@@ -81,6 +87,11 @@ export class QueueService {
   private monitor: NodeJS.Timeout | null = null;
   private recheck: NodeJS.Timeout | null = null;
   private monitorRunning = false;
+  /** When the monitor's passes began failing (this.now()), or null while they succeed. */
+  private monitorFailingSince: number | null = null;
+  private monitorWarned = false;
+  private monitorEverSucceeded = false;
+  private startedAt = 0;
   private stopped = false;
 
   constructor(opts: QueueServiceOptions) {
@@ -89,6 +100,7 @@ export class QueueService {
   }
 
   start(): void {
+    this.startedAt = this.now();
     this.monitor = setInterval(() => void this.runMonitor(), this.opts.monitorIntervalMs);
     this.recheck = setInterval(() => {
       for (const q of this.parked.keys()) this.wake(q);
@@ -335,6 +347,34 @@ export class QueueService {
     }
   }
 
+  /**
+   * The monitor retries every pass, so an outage is reported once when it begins (after the startup
+   * grace if Redis was never reached) and once when it ends, not on every pass.
+   */
+  private monitorFailed(err: unknown): void {
+    const now = this.now();
+    this.monitorFailingSince ??= now;
+    if (this.monitorWarned) return;
+    if (!this.monitorEverSucceeded && now - this.startedAt < MONITOR_STARTUP_GRACE_MS) return;
+    this.monitorWarned = true;
+    this.opts.logger.warn(
+      { err: String(err), retry_every_ms: this.opts.monitorIntervalMs },
+      'queue redelivery monitor: Redis unavailable; retrying (reported again when it recovers)',
+    );
+  }
+
+  private monitorSucceeded(): void {
+    if (this.monitorWarned && this.monitorFailingSince !== null) {
+      this.opts.logger.warn(
+        { down_ms: Math.round(this.now() - this.monitorFailingSince) },
+        'queue redelivery monitor: Redis reachable again',
+      );
+    }
+    this.monitorFailingSince = null;
+    this.monitorWarned = false;
+    this.monitorEverSucceeded = true;
+  }
+
   private async runMonitor(): Promise<void> {
     if (this.monitorRunning || this.stopped) return;
     this.monitorRunning = true;
@@ -347,8 +387,9 @@ export class QueueService {
       for (let i = 0; i < owned.length && !this.stopped; i += MONITOR_CONCURRENCY) {
         await Promise.all(owned.slice(i, i + MONITOR_CONCURRENCY).map((q) => this.redeliver(q)));
       }
+      this.monitorSucceeded();
     } catch (err) {
-      this.opts.logger.warn({ err: String(err) }, 'queue redelivery monitor: Redis unavailable; retrying');
+      this.monitorFailed(err);
     } finally {
       this.monitorRunning = false;
     }
