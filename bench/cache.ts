@@ -20,14 +20,7 @@ import { DEFAULT_VNODES, HashRing } from '../src/queue/ring.js';
 import { TestCluster, type TestNode } from '../test/helpers/cluster.js';
 import { RedisServer } from '../test/helpers/redis.js';
 import { waitFor } from '../test/helpers/wait.js';
-import {
-  cpuBetween,
-  cpuText as cpuTextIn,
-  measureUndisturbed,
-  sampleCpu,
-  waitQuiet,
-  type CpuSample,
-} from './cpu.js';
+import { cpuBetween, cpuTextFor, measureUndisturbed, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
 import { fmt, summarize } from './stats.js';
 
 const CLIENTS = Number(process.env.BENCH_CACHE_CLIENTS ?? 50);
@@ -355,17 +348,13 @@ function commandNames(a: Map<string, number>, b: Map<string, number>): string {
 
 // ------------------------------------------------------------------ CPU text
 
-const CPU_ORDER = [
+const cpuText = cpuTextFor([
   ['target', 'target'],
   ['node', 'nodes'],
   ['redis', 'redis'],
   ['bench', 'bench'],
   ['other', 'other'],
-] as const;
-
-function cpuText(cpu: { label: string; pct: number }[]): string {
-  return cpuTextIn(cpu, CPU_ORDER);
-}
+]);
 
 // ------------------------------------------------------------------ hit throughput
 

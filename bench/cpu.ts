@@ -131,22 +131,24 @@ export function cpuYardstickMs(): number {
 }
 
 /**
- * "leader 61 · followers 31+32 · bench 22 · other 8 · machine idle 20%": each labelled process's
- * share in the order given, as [label, shown as]; several processes with one label are joined by +.
+ * A formatter of a suite's CPU shares: "leader 61 · followers 31+32 · bench 22 · other 8 · machine
+ * idle 20%", each labelled process's share in the order given as [label, shown as]; several
+ * processes with one label are joined by +.
  */
-export function cpuText(
-  cpu: { label: string; pct: number }[],
+export function cpuTextFor(
   order: ReadonlyArray<readonly [label: string, shown: string]>,
-): string {
-  const by = (label: string): string =>
-    cpu
-      .filter((c) => c.label === label)
-      .map((c) => fmt(c.pct, 0))
-      .join('+');
-  const parts: string[] = [];
-  for (const [label, shown] of order) {
-    const v = by(label);
-    if (v) parts.push(`${shown} ${v}`);
-  }
-  return `${parts.join(' · ')} · machine idle ${by('idle')}%`;
+): (cpu: { label: string; pct: number }[]) => string {
+  return (cpu) => {
+    const by = (label: string): string =>
+      cpu
+        .filter((c) => c.label === label)
+        .map((c) => fmt(c.pct, 0))
+        .join('+');
+    const parts: string[] = [];
+    for (const [label, shown] of order) {
+      const v = by(label);
+      if (v) parts.push(`${shown} ${v}`);
+    }
+    return `${parts.join(' · ')} · machine idle ${by('idle')}%`;
+  };
 }

@@ -17,7 +17,7 @@ import { fmt, summarize } from './stats.js';
 import {
   CLK_TCK,
   cpuBetween,
-  cpuText as cpuTextIn,
+  cpuTextFor,
   cpuYardstickMs,
   measureUndisturbed,
   sampleCpu,
@@ -613,17 +613,13 @@ class RedisSystem implements LockSystem {
 
 // ------------------------------------------------------------------ CPU text
 
-const CPU_ORDER = [
+const cpuText = cpuTextFor([
   ['leader', 'leader'],
   ['follower', 'followers'],
   ['redis', 'redis'],
   ['bench', 'bench'],
   ['other', 'other'],
-] as const;
-
-function cpuText(cpu: { label: string; pct: number }[]): string {
-  return cpuTextIn(cpu, CPU_ORDER);
-}
+]);
 
 // ------------------------------------------------------------------ scenarios
 

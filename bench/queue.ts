@@ -18,14 +18,7 @@ import { TestCluster } from '../test/helpers/cluster.js';
 import { RedisServer } from '../test/helpers/redis.js';
 import { waitFor } from '../test/helpers/wait.js';
 import { fmt, summarize } from './stats.js';
-import {
-  cpuBetween,
-  cpuText as cpuTextIn,
-  measureUndisturbed,
-  sampleCpu,
-  waitQuiet,
-  type CpuSample,
-} from './cpu.js';
+import { cpuBetween, cpuTextFor, measureUndisturbed, sampleCpu, waitQuiet, type CpuSample } from './cpu.js';
 
 const PRODUCERS = Number(process.env.BENCH_QUEUE_PRODUCERS ?? 32);
 const CONSUMERS = Number(process.env.BENCH_QUEUE_CONSUMERS ?? 32);
@@ -47,8 +40,8 @@ const DSS_WAIT_MS = Number(process.env.BENCH_QUEUE_DSS_WAIT_MS ?? POLL_MS);
 const REQUEST_TIMEOUT_MS = 15_000;
 /**
  * Length of an unmeasured row (unbatched, flat out; DSS on many queues; plus the row's own warm-up)
- * each system gets once, after all are up and before the first row: otherwise that row measures cold JavaScript (the DSS nodes, BullMQ's
- * client code and the bench's own). A fresh 3-node DSS lock cluster took some 10 s of load to settle
+ * each system gets once, after all are up and before the first row: otherwise that row measures
+ * cold JavaScript (the DSS nodes, BullMQ's client code and the bench's own). A fresh 3-node DSS lock cluster took some 10 s of load to settle
  * (single-client acquire p50 2.5 -> 1.5 ms; see the lock bench). Every system gets the same.
  */
 export const QUEUE_WARM_UP_S = Number(process.env.BENCH_QUEUE_SYSTEM_WARM_UP_S ?? 10);
@@ -730,17 +723,13 @@ class RawRedisSystem implements QueueSystem {
 
 // ------------------------------------------------------------------ CPU text
 
-const CPU_ORDER = [
+const cpuText = cpuTextFor([
   ['owner', 'owner'],
   ['node', 'nodes'],
   ['redis', 'redis'],
   ['bench', 'bench'],
   ['other', 'other'],
-] as const;
-
-function cpuText(cpu: { label: string; pct: number }[]): string {
-  return cpuTextIn(cpu, CPU_ORDER);
-}
+]);
 
 // ------------------------------------------------------------------ running a row
 
