@@ -5,7 +5,8 @@
 //
 // - push / pushBatch: a plain 503 (Redis down, node shutting down) means nothing was stored, so the
 //   retry is exact. A 503 with `outcome: "unknown"` (the node relaying to the queue's owner lost the
-//   connection after sending) may hide a stored message, and the SDK cannot tell which case it was.
+//   connection after sending, or Redis timed out or dropped the connection after the script was
+//   sent) may hide a stored message, and the SDK cannot tell which case it was.
 //   It retries anyway: the queue is at-least-once, so the worst a retry can do is store the message
 //   (or the whole batch) twice, which consumers must already tolerate because of redeliveries; not
 //   retrying would hand the caller an error it can only answer by pushing again, or by losing the

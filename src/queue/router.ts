@@ -52,6 +52,8 @@ export class QueueRouter {
     body: unknown,
     local: () => Promise<T>,
     timeoutMs: number,
+    /** The client went away: a relayed request is abandoned (its connection closed) too. */
+    gone?: AbortSignal,
   ): Promise<{ local: T } | { relayed: Relayed }> {
     const self = this.opts.nodeId;
     for (const id of this.opts.ring.clockwise(queue)) {
@@ -60,7 +62,7 @@ export class QueueRouter {
       const url = this.opts.urls.get(id);
       if (url === undefined) continue;
       try {
-        return { relayed: { node: id, ...(await this.send(url, op, body, timeoutMs)) } };
+        return { relayed: { node: id, ...(await this.send(url, op, body, timeoutMs, gone)) } };
       } catch (e) {
         if (neverReachedPeer(e)) continue;
         throw new DssError(
@@ -82,6 +84,7 @@ export class QueueRouter {
     op: QueueOp,
     body: unknown,
     timeoutMs: number,
+    gone: AbortSignal | undefined,
   ): Promise<Omit<Relayed, 'node'>> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (this.opts.clusterSecret !== null) headers.authorization = `Bearer ${this.opts.clusterSecret}`;
@@ -93,6 +96,7 @@ export class QueueRouter {
       body: JSON.stringify(body),
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
+      ...(gone ? { signal: gone } : {}),
     });
     const text = await res.body.text();
     const retryAfter = res.headers['retry-after'];

@@ -84,6 +84,11 @@ export class QueueService {
   private readonly parked = new Map<string, ParkedPop[]>();
   /** Queues whose parked pops are being served: one drain per queue at a time keeps FIFO. */
   private readonly draining = new Set<string>();
+  /**
+   * Queues woken while their drain had a pop in flight: that pop may have run in Redis before the
+   * push that woke them, so an empty answer from it proves nothing and the drain must look again.
+   */
+  private readonly wokenDuringDrain = new Set<string>();
   private monitor: NodeJS.Timeout | null = null;
   private recheck: NodeJS.Timeout | null = null;
   private monitorRunning = false;
@@ -138,14 +143,17 @@ export class QueueService {
     return ids;
   }
 
-  /** Up to req.max deliveries; waits up to req.waitMs for the first one. Empty list: nothing came. */
-  async pop(queue: string, req: PopRequest): Promise<PoppedMessage[]> {
+  /**
+   * Up to req.max deliveries; waits up to req.waitMs for the first one. Empty list: nothing came.
+   * `gone` (the client went away) ends a wait at once, with nothing, so no message is handed to it.
+   */
+  async pop(queue: string, req: PopRequest, gone?: AbortSignal): Promise<PoppedMessage[]> {
     const parked = this.parked.get(queue);
     // Earlier long polls come first: a new one may not overtake them, so it only takes what is there
     // when nobody is parked. A pop that may not wait always looks (an empty answer must mean empty).
     if (req.waitMs === 0 || !parked || parked.length === 0) {
       const got = await this.popNow(queue, req);
-      if (got.length > 0 || req.waitMs === 0 || this.stopped) return got;
+      if (got.length > 0 || req.waitMs === 0 || this.stopped || gone?.aborted) return got;
     }
     return new Promise<PoppedMessage[]>((resolve, reject) => {
       const p: ParkedPop = {
@@ -158,14 +166,34 @@ export class QueueService {
       let list = this.parked.get(queue);
       if (!list) this.parked.set(queue, (list = []));
       list.push(p);
+      gone?.addEventListener('abort', () => this.unpark(p, []), { once: true });
       // Something may have arrived between the empty pop and parking.
       this.wake(queue);
     });
   }
 
-  async ack(queue: string, ids: string[]): Promise<number> {
+  /**
+   * Deliveries that reached no consumer (the client went away before its answer was sent) go back
+   * to the head of ready at once, in order and uncounted, instead of waiting out their visibility.
+   */
+  async giveBack(queue: string, msgs: PoppedMessage[]): Promise<void> {
+    if (msgs.length === 0) return;
+    try {
+      await this.opts.store.unpop(queue, msgs);
+      this.wake(queue);
+    } catch (err) {
+      // Still pending: the monitor redelivers them after their visibility timeout.
+      this.opts.logger.warn({ err, queue, n: msgs.length }, 'could not return unclaimed deliveries');
+    }
+  }
+
+  /**
+   * `id` (one message) answers 404 unknown_message when it is not pending; a list counts what it
+   * acked and skips the rest, however many ids it has.
+   */
+  async ack(queue: string, ids: string | readonly string[]): Promise<number> {
     const n =
-      ids.length === 1 ? await this.opts.store.ack(queue, ids[0]!) : await this.opts.store.ack(queue, ids);
+      typeof ids === 'string' ? await this.opts.store.ack(queue, ids) : await this.opts.store.ack(queue, ids);
     this.opts.metrics.messages('ack', n);
     return n;
   }
@@ -231,22 +259,35 @@ export class QueueService {
   }
 
   private async popNow(queue: string, req: PopRequest): Promise<PoppedMessage[]> {
-    const res = await this.opts.store.pop(queue, {
-      max: req.max,
-      visibilityMs: req.visibilityMs ?? this.opts.ackTimeoutMs,
-      nowMs: this.now(),
-      maxDeliveries: this.opts.maxDeliveries,
-    });
-    if (res.deadLettered > 0) this.opts.metrics.messages('dead', res.deadLettered);
-    if (res.messages.length > 0) this.opts.metrics.messages('pop', res.messages.length);
-    return res.messages;
+    const out: PoppedMessage[] = [];
+    // Each script call dead-letters a bounded number of exhausted ids (a long run of them can only
+    // come from a lowered QUEUE_MAX_DELIVERIES); go on until it finds enough or ready runs out.
+    for (;;) {
+      const res = await this.opts.store.pop(queue, {
+        max: req.max - out.length,
+        visibilityMs: req.visibilityMs ?? this.opts.ackTimeoutMs,
+        nowMs: this.now(),
+        maxDeliveries: this.opts.maxDeliveries,
+      });
+      if (res.deadLettered > 0) this.opts.metrics.messages('dead', res.deadLettered);
+      if (res.messages.length > 0) this.opts.metrics.messages('pop', res.messages.length);
+      out.push(...res.messages);
+      if (!res.more || out.length >= req.max || this.stopped) return out;
+    }
   }
 
   /** Serve parked pops of `queue` in arrival order while Redis has messages for them. */
   private wake(queue: string): void {
-    if (!this.parked.get(queue)?.length || this.draining.has(queue)) return;
+    if (!this.parked.get(queue)?.length) return;
+    if (this.draining.has(queue)) {
+      this.wokenDuringDrain.add(queue);
+      return;
+    }
     this.draining.add(queue);
-    void this.drain(queue).finally(() => this.draining.delete(queue));
+    void this.drain(queue).finally(() => {
+      this.draining.delete(queue);
+      this.wokenDuringDrain.delete(queue);
+    });
   }
 
   private async drain(queue: string): Promise<void> {
@@ -266,6 +307,8 @@ export class QueueService {
         want += p.req.max;
       }
       let got: PoppedMessage[];
+      // Cleared before the pop leaves: a wake from here on may concern a push this pop misses.
+      this.wokenDuringDrain.delete(queue);
       try {
         got = await this.popNow(queue, {
           max: Math.max(1, want),
@@ -278,7 +321,10 @@ export class QueueService {
         this.parked.delete(queue);
         return;
       }
-      if (got.length === 0) return;
+      if (got.length === 0) {
+        if (this.wokenDuringDrain.has(queue)) continue;
+        return;
+      }
       // Waiters may have timed out during the pop: what nobody takes goes back to ready at once
       // instead of waiting out its visibility.
       let given = 0;
@@ -290,25 +336,20 @@ export class QueueService {
         this.unpark(taker, share);
       }
       if (given < got.length) {
-        await this.returnUnclaimed(queue, got.slice(given));
-        return;
+        // Rare: a long poll ended while its pop was in flight. The rest go back as if never popped.
+        try {
+          await this.opts.store.unpop(queue, got.slice(given));
+        } catch (err) {
+          // Still pending: the monitor redelivers them after their visibility timeout.
+          this.opts.logger.warn(
+            { err, queue, n: got.length - given },
+            'could not return unclaimed deliveries',
+          );
+        }
+        continue;
       }
-      if (got.length < want) return; // Redis ran dry: the rest keep waiting
-    }
-  }
-
-  /**
-   * Rare (a long poll timed out while its pop was in flight). The pop already counted a delivery,
-   * which nack does not undo: such a message may reach QUEUE_MAX_DELIVERIES one delivery early.
-   */
-  private async returnUnclaimed(queue: string, msgs: PoppedMessage[]): Promise<void> {
-    for (const m of msgs) {
-      try {
-        await this.opts.store.nack(queue, m.id, 0);
-      } catch (err) {
-        // Still pending: the monitor redelivers it after its visibility timeout.
-        this.opts.logger.warn({ err, queue, id: m.id }, 'could not return an unclaimed delivery');
-      }
+      // Redis ran dry: the rest keep waiting, unless a push came in meanwhile.
+      if (got.length < want && !this.wokenDuringDrain.has(queue)) return;
     }
   }
 
@@ -351,14 +392,18 @@ export class QueueService {
    * The monitor retries every pass, so an outage is reported once when it begins (after the startup
    * grace if Redis was never reached) and once when it ends, not on every pass.
    */
-  private monitorFailed(err: unknown): void {
+  private monitorFailed(err: unknown, queues?: { failed: number; of: number }): void {
     const now = this.now();
     this.monitorFailingSince ??= now;
     if (this.monitorWarned) return;
     if (!this.monitorEverSucceeded && now - this.startedAt < MONITOR_STARTUP_GRACE_MS) return;
     this.monitorWarned = true;
     this.opts.logger.warn(
-      { err: String(err), retry_every_ms: this.opts.monitorIntervalMs },
+      {
+        err: String(err),
+        retry_every_ms: this.opts.monitorIntervalMs,
+        ...(queues ? { queues_failed: queues.failed, queues_owned: queues.of } : {}),
+      },
       'queue redelivery monitor: Redis unavailable; retrying (reported again when it recovers)',
     );
   }
@@ -383,11 +428,21 @@ export class QueueService {
         (q) => this.ownerOf(q) === this.opts.nodeId,
       );
       // Many queues at once: their scripts share round trips (auto-pipelining) instead of one
-      // round trip per queue per pass.
+      // round trip per queue per pass. One queue failing (its Redis Cluster master down) must not
+      // hold up the others, so every queue gets its turn whatever happened to the rest.
+      let failed = 0;
+      let firstError: unknown;
       for (let i = 0; i < owned.length && !this.stopped; i += MONITOR_CONCURRENCY) {
-        await Promise.all(owned.slice(i, i + MONITOR_CONCURRENCY).map((q) => this.redeliver(q)));
+        const results = await Promise.allSettled(
+          owned.slice(i, i + MONITOR_CONCURRENCY).map((q) => this.redeliver(q)),
+        );
+        for (const r of results) {
+          if (r.status === 'fulfilled') continue;
+          if (failed++ === 0) firstError = r.reason;
+        }
       }
-      this.monitorSucceeded();
+      if (failed === 0) this.monitorSucceeded();
+      else this.monitorFailed(firstError, { failed, of: owned.length });
     } catch (err) {
       this.monitorFailed(err);
     } finally {

@@ -56,6 +56,11 @@ export interface PopResult {
   messages: PoppedMessage[];
   /** Messages found at the head of ready that had used up their deliveries and went to dead. */
   deadLettered: number;
+  /**
+   * The pop stopped at its bound on dead-lettering (max + 1000 ids looked at) with fewer than `max`
+   * messages while ready still holds ids: pop again before concluding the queue is empty.
+   */
+  more: boolean;
 }
 
 export interface RedeliverResult {
@@ -75,6 +80,9 @@ export interface QueueStats {
 
 /** Where a nacked message went: ready (at the head), or dead when it had no deliveries left. */
 export type NackOutcome = 'ready' | 'dead';
+
+/** Most messages one unpop takes back: one pop's worth (the API's limit on `max`). */
+export const MAX_UNPOP = 1000;
 
 /** Expired messages moved per redeliverExpired call unless told otherwise. */
 export const DEFAULT_REDELIVER_LIMIT = 1000;
@@ -106,6 +114,7 @@ const SCRIPTS = {
   extend: { command: 'dssQueueExtend', keys: 1 },
   redeliver: { command: 'dssQueueRedeliver', keys: 4 },
   stats: { command: 'dssQueueStats', keys: 3 },
+  unpop: { command: 'dssQueueUnpop', keys: 3 },
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -144,6 +153,7 @@ function loadScripts(): Record<ScriptName, string> {
     extend: read('extend'),
     redeliver: read('redeliver'),
     stats: read('stats'),
+    unpop: read('unpop'),
   };
   return loaded;
 }
@@ -173,6 +183,26 @@ export function toDssError(e: unknown): DssError {
     return new DssError('internal', `Redis refused a queue script: ${message}`);
   }
   return new DssError('unavailable', `Redis unavailable: ${message}`);
+}
+
+/**
+ * Failures that prove the command never left this client: the connection was down when it was
+ * issued (no offline queue), or no cluster node could take it.
+ */
+const NEVER_SENT =
+  /Stream isn't writeable|enableOfflineQueue|None of startup nodes is available|Cluster isn't ready|ECONNREFUSED/;
+
+/**
+ * toDssError for a state-changing script: when it may have run all the same (a timeout, a connection
+ * lost after the write) the 503 says `outcome: "unknown"`, as a relay that failed mid-request does,
+ * so that a client retrying an ack that then finds its message gone knows the first try may have
+ * acked it. A transient error reply means the script did not run.
+ */
+export function scriptError(e: unknown): DssError {
+  const err = toDssError(e);
+  if (e instanceof DssError || err.code !== 'unavailable') return err;
+  if ((e instanceof Error && e.name === 'ReplyError') || NEVER_SENT.test(err.message)) return err;
+  return new DssError('unavailable', `${err.message}; outcome unknown`, { details: { outcome: 'unknown' } });
 }
 
 // ---------------------------------------------------------------- argument checks
@@ -249,7 +279,7 @@ export class QueueStore {
     try {
       return await withCommandDeadline(this.commands[name](keys, args));
     } catch (e) {
-      throw toDssError(e);
+      throw scriptError(e);
     }
   }
 
@@ -311,9 +341,9 @@ export class QueueStore {
         [opts.nowMs, opts.visibilityMs, opts.max, opts.maxDeliveries],
       ),
     );
-    if (reply.length % 3 !== 1) throw badReply('pop', reply);
+    if (reply.length % 3 !== 2) throw badReply('pop', reply);
     const messages: PoppedMessage[] = [];
-    for (let i = 1; i < reply.length; i += 3) {
+    for (let i = 2; i < reply.length; i += 3) {
       const id = asString('pop', reply[i]);
       messages.push({
         id,
@@ -321,7 +351,30 @@ export class QueueStore {
         delivery_count: asInt('pop', reply[i + 2]),
       });
     }
-    return { messages, deadLettered: asInt('pop', reply[0]) };
+    return { messages, deadLettered: asInt('pop', reply[0]), more: asInt('pop', reply[1]) === 1 };
+  }
+
+  /**
+   * Undoes deliveries that reached no consumer: each message still pending under that delivery (its
+   * delivery_count unchanged) goes back to the head of ready in the given order, its count one lower.
+   * Returns how many went back; the others had already moved on (redelivered, acked) and are untouched.
+   */
+  async unpop(queue: string, msgs: readonly Pick<PoppedMessage, 'id' | 'delivery_count'>[]): Promise<number> {
+    const k = queueKeys(queue);
+    if (msgs.length === 0) return 0;
+    if (msgs.length > MAX_UNPOP) {
+      throw new DssError(
+        'bad_request',
+        `unpop takes at most ${MAX_UNPOP} messages (one pop), got ${msgs.length}`,
+      );
+    }
+    const args: string[] = [];
+    for (const m of msgs) {
+      checkId(m.id);
+      checkInt('delivery_count', m.delivery_count, 1);
+      args.push(m.id, String(m.delivery_count));
+    }
+    return asInt('unpop', await this.run('unpop', [k.pending, k.ready, k.dc], args));
   }
 
   /**

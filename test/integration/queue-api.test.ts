@@ -124,6 +124,41 @@ describe('queue API (real processes, private Redis)', () => {
     assert.equal(empty.status, 204, 'an empty long poll ends with 204 after wait_ms');
   });
 
+  it('a long poll whose client hangs up stops waiting, at the owner and through a relay', async () => {
+    const parkedPops = async (): Promise<number> => {
+      let n = 0;
+      for (const u of urls) {
+        n += ((await call(u, 'GET', '/status')).body as { queue: { parked_pops: number } }).queue.parked_pops;
+      }
+      return n;
+    };
+    const owner = ((await call(urls[0]!, 'GET', '/queue/stats?queue=api-gone')).body as { owner: string })
+      .owner;
+    const ownerUrl = c.node(owner).url;
+    const relayUrl = urls.find((u) => u !== ownerUrl)!;
+    for (const url of [ownerUrl, relayUrl]) {
+      const client = new AbortController();
+      const polling = fetch(url + '/queue/pop', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ queue: 'api-gone', wait_ms: 20_000 }),
+        signal: client.signal,
+      }).catch(() => 'aborted');
+      await waitFor('the pop is parked at the owner', async () => (await parkedPops()) === 1);
+      client.abort();
+      assert.equal(await polling, 'aborted');
+      await waitFor('the abandoned pop is no longer parked', async () => (await parkedPops()) === 0);
+      // Nobody is waiting any more, so a push stays ready instead of going to the departed client.
+      await call(urls[0]!, 'POST', '/queue/push', { queue: 'api-gone', message: url });
+      const stats = (await call(urls[0]!, 'GET', '/queue/stats?queue=api-gone')).body;
+      assert.deepEqual(stats, { queue: 'api-gone', owner, ready: 1, pending: 0, dead: 0 });
+      const popped = await call(urls[1]!, 'POST', '/queue/pop', { queue: 'api-gone' });
+      assert.deepEqual((popped.body as { message: string }).message, url);
+      const { id } = popped.body as { id: string };
+      assert.equal((await call(urls[2]!, 'POST', '/queue/ack', { queue: 'api-gone', id })).status, 200);
+    }
+  });
+
   it('redelivers after the visibility timeout with delivery_count + 1, then dead-letters', async () => {
     await call(urls[0]!, 'POST', '/queue/push', { queue: 'api-q4', message: 'flaky' });
     const first = (await call(urls[1]!, 'POST', '/queue/pop', { queue: 'api-q4', visibility_ms: 300 }))

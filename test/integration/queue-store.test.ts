@@ -135,7 +135,11 @@ describe('queue store (real redis-server)', () => {
     const q = freshQueue('pending');
     const [id1, id2] = await store.push(q, [1, 2]);
     const r = await store.pop(q, { max: 1, visibilityMs: 2500, nowMs: 10_000, maxDeliveries: 10 });
-    assert.deepEqual(r, { messages: [{ id: id1, message: 1, delivery_count: 1 }], deadLettered: 0 });
+    assert.deepEqual(r, {
+      messages: [{ id: id1, message: 1, delivery_count: 1 }],
+      deadLettered: 0,
+      more: false,
+    });
     const s = await snapshot(redis, q);
     assert.deepEqual(s.ready, [id2]);
     assert.deepEqual(s.pending, [[id1, 12_500]]);
@@ -281,7 +285,7 @@ describe('queue store (real redis-server)', () => {
     // A nack that does not know the limit leaves it to pop, which refuses to deliver it again.
     assert.equal(await store.nack(q, id2!), 'ready');
     const r = await store.pop(q, { ...POP, max: 5, maxDeliveries: 1 });
-    assert.deepEqual(r, { messages: [], deadLettered: 1 });
+    assert.deepEqual(r, { messages: [], deadLettered: 1, more: false });
     assert.deepEqual((await snapshot(redis, q)).dead, [id1, id2]);
     assert.deepEqual(await store.stats(q), { ready: 0, pending: 0, dead: 2 });
   });
@@ -294,14 +298,17 @@ describe('queue store (real redis-server)', () => {
     );
     await store.pop(q, { max: 1100, visibilityMs: 0, nowMs: 0, maxDeliveries: 0 });
     assert.equal((await store.redeliverExpired(q, 0, 0, 2000)).requeued, 1100);
-    // With the limit now 1, all 1100 are exhausted: pop gives up after max + 1000 of them.
+    // With the limit now 1, all 1100 are exhausted: pop gives up after max + 1000 of them, and says
+    // that ready still holds ids (an empty answer alone would read as an empty queue).
     assert.deepEqual(await store.pop(q, { ...POP, max: 1, maxDeliveries: 1 }), {
       messages: [],
       deadLettered: 1001,
+      more: true,
     });
     assert.deepEqual(await store.pop(q, { ...POP, max: 1, maxDeliveries: 1 }), {
       messages: [],
       deadLettered: 99,
+      more: false,
     });
     // Equal deadlines were redelivered in id-as-bytes order, so compare as sets.
     assert.deepEqual([...(await snapshot(redis, q)).dead].sort(), [...ids].sort());
@@ -489,6 +496,7 @@ type Op =
   | { op: 'nack'; id: string; maxd: number }
   | { op: 'extend'; id: string; deadline: number }
   | { op: 'redeliver'; now: number; maxd: number; limit: number }
+  | { op: 'unpop'; pairs: [id: string, count: number][] }
   | { op: 'stats' };
 
 // Ids are small decimals from the queue's own counter, so drawing from 1..12 hits live, acked and
@@ -533,6 +541,14 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       limit: fc.integer({ min: 1, max: 4 }),
     }),
   },
+  {
+    // Counts from 1 to 3 match a pending delivery's count often enough to exercise both paths.
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('unpop' as const),
+      pairs: fc.array(fc.tuple(idArb, fc.integer({ min: 1, max: 3 })), { maxLength: 3 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.constant({ op: 'stats' as const }) },
 );
 
@@ -558,6 +574,11 @@ async function applyToStore(store: QueueStore, q: string, op: Op): Promise<unkno
         return await store.extend(q, op.id, op.deadline);
       case 'redeliver':
         return await store.redeliverExpired(q, op.now, op.maxd, op.limit);
+      case 'unpop':
+        return await store.unpop(
+          q,
+          op.pairs.map(([id, delivery_count]) => ({ id, delivery_count })),
+        );
       case 'stats':
         return await store.stats(q);
     }
@@ -597,7 +618,9 @@ class Model {
       case 'pop': {
         const messages: PoppedMessage[] = [];
         let deadLettered = 0;
-        while (messages.length < op.max && this.ready.length > 0) {
+        let scanned = 0;
+        while (messages.length < op.max && this.ready.length > 0 && scanned < op.max + 1000) {
+          scanned++;
           const id = this.ready.shift()!;
           if (this.exhausted(id, op.maxd)) {
             this.dead.push(id);
@@ -609,7 +632,8 @@ class Model {
           this.pending.set(id, op.now + op.vis);
           messages.push({ id, message: JSON.parse(this.msg.get(id)!) as Json, delivery_count: n });
         }
-        return { messages, deadLettered };
+        const more = messages.length < op.max && scanned >= op.max + 1000 && this.ready.length > 0;
+        return { messages, deadLettered, more };
       }
       case 'ack':
       case 'ackOne': {
@@ -652,6 +676,17 @@ class Model {
         this.ready.unshift(...back);
         return { requeued: back.length, deadLettered, more: due.length > batch.length };
       }
+      case 'unpop': {
+        const back: string[] = [];
+        for (const [id, count] of op.pairs) {
+          if (this.dc.get(id) !== count || !this.pending.delete(id)) continue;
+          if (count <= 1) this.dc.delete(id);
+          else this.dc.set(id, count - 1);
+          back.push(id);
+        }
+        this.ready.unshift(...back);
+        return back.length;
+      }
       case 'stats':
         return { ready: this.ready.length, pending: this.pending.size, dead: this.dead.length };
     }
@@ -685,6 +720,8 @@ describe('queue store when Redis fails', () => {
       assert.equal(e.code, 'unavailable', e.message);
       assert.equal(e.status, 503);
       assert.ok(Date.now() - t0 < 3000, `a hung Redis answered after ${Date.now() - t0} ms`);
+      // The script went out and may yet run: the 503 must not claim that nothing happened.
+      assert.deepEqual(e.details, { outcome: 'unknown' });
       server.resume();
 
       await server.kill();
@@ -701,6 +738,8 @@ describe('queue store when Redis fails', () => {
         assert.ok(e.retryAfter !== undefined);
         assert.ok(Date.now() - t0 < 3000, `a dead Redis answered after ${Date.now() - t0} ms`);
       }
+      // By now the client knows the connection is down and sends nothing: a plain 503.
+      assert.equal(e.details, undefined, e.message);
 
       // The same client reconnects by itself once Redis is back (empty: no persistence here).
       await server.restart();

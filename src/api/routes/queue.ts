@@ -54,13 +54,25 @@ export function queueRoutes(deps: QueueRoutesDeps): FastifyPluginCallbackTypebox
       const ids = await service.push(b.queue, one ? [b.message as Json] : b.messages!);
       return { code: 201, payload: one ? { queue: b.queue, id: ids[0] } : { queue: b.queue, ids } };
     };
-    const pop = async (b: PopBodyWire): Promise<Answer> => {
-      const max = b.max ?? 1;
-      const got = await service.pop(b.queue, {
-        max,
-        waitMs: b.wait_ms ?? 0,
-        ...(b.visibility_ms !== undefined ? { visibilityMs: b.visibility_ms } : {}),
-      });
+    const pop = async (
+      b: PopBodyWire,
+      gone: AbortSignal | undefined,
+      reply: FastifyReply,
+    ): Promise<Answer> => {
+      const got = await service.pop(
+        b.queue,
+        {
+          max: b.max ?? 1,
+          waitMs: b.wait_ms ?? 0,
+          ...(b.visibility_ms !== undefined ? { visibilityMs: b.visibility_ms } : {}),
+        },
+        gone,
+      );
+      // What a pop took for a client that has left goes back to the queue, not into a closed socket.
+      if (gone?.aborted || reply.raw.destroyed) {
+        await service.giveBack(b.queue, got);
+        return { code: 204 };
+      }
       if (got.length === 0) return { code: 204 };
       if (b.max === undefined || b.max === 1) {
         const m = got[0]!;
@@ -75,7 +87,7 @@ export function queueRoutes(deps: QueueRoutesDeps): FastifyPluginCallbackTypebox
       if ((b.id !== undefined) === (b.ids !== undefined)) {
         throw new DssError('bad_request', 'body must have exactly one of id or ids');
       }
-      return { code: 200, payload: { acked: await service.ack(b.queue, b.ids ?? [b.id!]) } };
+      return { code: 200, payload: { acked: await service.ack(b.queue, b.ids ?? b.id!) } };
     };
     const nack = async (b: { queue: string; id: string }): Promise<Answer> => ({
       code: 200,
@@ -92,15 +104,40 @@ export function queueRoutes(deps: QueueRoutesDeps): FastifyPluginCallbackTypebox
       else void reply.code(a.code).send(a.payload);
     };
 
+    /**
+     * Aborts when the client hangs up before its answer: a long poll then stops waiting (and a relayed
+     * one closes its connection to the owner, which stops waiting in turn). Only for long polls: a
+     * request that does not wait is over too soon for it to matter.
+     */
+    const whileClientWaits = async <T>(
+      reply: FastifyReply,
+      waitMs: number,
+      run: (gone: AbortSignal | undefined) => Promise<T>,
+    ): Promise<T> => {
+      if (waitMs <= 0) return run(undefined);
+      const gone = new AbortController();
+      const onClose = (): void => {
+        if (!reply.raw.writableEnded) gone.abort();
+      };
+      reply.raw.once('close', onClose);
+      try {
+        return await run(gone.signal);
+      } finally {
+        reply.raw.off('close', onClose);
+      }
+    };
+
     /** Public entry: run here or relay to the queue's node, then answer either way. */
     const routed = async <B extends { queue: string }>(
       reply: FastifyReply,
       op: QueueOp,
       body: B,
-      run: (b: B) => Promise<Answer>,
+      run: (b: B, gone: AbortSignal | undefined) => Promise<Answer>,
       waitMs = 0,
     ): Promise<void> => {
-      const out = await router.route(body.queue, op, body, () => run(body), waitMs + deps.relayMarginMs);
+      const out = await whileClientWaits(reply, waitMs, (gone) =>
+        router.route(body.queue, op, body, () => run(body, gone), waitMs + deps.relayMarginMs, gone),
+      );
       if ('local' in out) {
         void reply.header(SERVED_BY, ctx.nodeId);
         return send(reply, out.local);
@@ -128,7 +165,7 @@ export function queueRoutes(deps: QueueRoutesDeps): FastifyPluginCallbackTypebox
         onRequest,
         schema: { summary: 'Pop (long-poll with wait_ms); 204 when empty', tags: ['queue'], ...popSchema },
       },
-      (req, reply) => routed(reply, 'pop', req.body, pop, req.body.wait_ms ?? 0),
+      (req, reply) => routed(reply, 'pop', req.body, (b, gone) => pop(b, gone, reply), req.body.wait_ms ?? 0),
     );
     app.post(
       '/queue/ack',
@@ -167,7 +204,11 @@ export function queueRoutes(deps: QueueRoutesDeps): FastifyPluginCallbackTypebox
     app.post(
       '/queue/internal_pop',
       { ...internal, schema: { ...internal.schema, ...popSchema } },
-      async (req, reply) => send(reply, await pop(req.body)),
+      async (req, reply) =>
+        send(
+          reply,
+          await whileClientWaits(reply, req.body.wait_ms ?? 0, (gone) => pop(req.body, gone, reply)),
+        ),
     );
     app.post(
       '/queue/internal_ack',

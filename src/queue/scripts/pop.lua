@@ -2,7 +2,9 @@
 -- KEYS[1] ready (LIST)   KEYS[2] pending (ZSET id -> deadline ms)   KEYS[3] dead (LIST)
 -- KEYS[4] msg (HASH id -> JSON text)   KEYS[5] dc (HASH id -> delivery count)
 -- ARGV[1] now_ms   ARGV[2] visibility_ms   ARGV[3] max (>= 1)   ARGV[4] max_deliveries (0 = no limit)
--- returns: { dead_lettered, id1, json1, count1, id2, json2, count2, ... }
+-- returns: { dead_lettered, more, id1, json1, count1, id2, json2, count2, ... } with more = 1 when
+-- the scan stopped at its cap (below) short of `max` while ready still holds ids: the caller pops
+-- again rather than report a queue empty that is not
 --
 -- This is the authoritative max-deliveries check: pop is the only place a delivery happens, so
 -- checking here bounds deliveries to max_deliveries whatever way the id reached ready (nack,
@@ -17,7 +19,7 @@ local maxDeliveries = tonumber(ARGV[4])
 -- exhausted ids cannot block Redis for long; the next pop continues where this one stopped.
 local scanCap = max + 1000
 
-local out = { 0 }
+local out = { 0, 0 }
 local delivered = 0
 local deadLettered = 0
 local scanned = 0
@@ -49,4 +51,7 @@ while delivered < max and scanned < scanCap do
 end
 
 out[1] = deadLettered
+if delivered < max and scanned >= scanCap and redis.call('LLEN', KEYS[1]) > 0 then
+  out[2] = 1
+end
 return out
