@@ -1,6 +1,7 @@
 // The lock service on the Raft leader: turns API calls into replicated commands stamped with the
 // leader's clock, answers blocked acquires the moment an applied command grants them, and runs the
 // expiry monitor (seed 000's deadlock_monitor) that commits EXPIRE and wait-timeout commands.
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { DssError } from '../errors.js';
 import type { Json, RaftStatus, StateMachine } from '../raft/types.js';
@@ -66,6 +67,14 @@ export interface AcquireGranted {
 }
 
 interface PendingAcquire {
+  /** Carried by its acquire command, so that the apply of that very entry can be recognised. */
+  req: string;
+  /**
+   * Set when its own acquire entry applied and queued a waiter. Only then do grants, timeouts and
+   * aborts of the client's waiter on the resource concern it: before, they are about an earlier
+   * request of the same client (a retry racing the fate of the attempt it retries).
+   */
+  attached: boolean;
   resolve: (g: Grant) => void;
   reject: (e: Error) => void;
 }
@@ -104,9 +113,16 @@ export class LockService {
   private readonly pending = new Map<string, Set<PendingAcquire>>();
   private readonly inflight = new Set<string>();
   private monitor: NodeJS.Timeout | null = null;
-  /** Term whose extend_all has committed: only then may this leader expire holds. */
+  /**
+   * Term whose extend_all has been applied: only then may this leader propose anything else, since
+   * every command may expire holds (apply drops holds expired at the command's `now`).
+   */
   private extendedTerm = -1;
-  private extending = false;
+  /** The extend_all in flight, for the term it was proposed in. */
+  private extension: { term: number; done: Promise<void> } | null = null;
+  /** Request ids are `<boot id>.<n>`: unique across this node's restarts and across nodes. */
+  private readonly bootId = randomBytes(6).toString('hex');
+  private reqSeq = 0;
 
   /** The state machine Raft replicates: the lock table, with grants and aborts reported here. */
   readonly stateMachine: StateMachine;
@@ -153,14 +169,14 @@ export class LockService {
       throw new DssError(
         'limit_exceeded',
         `client ${req.client_id} already holds ${t.holdsOf(req.client_id)} locks (LOCK_MAX_HOLDS_PER_CLIENT is ${maxHolds})`,
-        { details: { limit: 'LOCK_MAX_HOLDS_PER_CLIENT', max: maxHolds } },
+        { details: { granted: false, holders: [], limit: 'LOCK_MAX_HOLDS_PER_CLIENT', max: maxHolds } },
       );
     }
     this.opts.metrics.acquire('error');
     throw new DssError(
       'limit_exceeded',
       `${req.resource} already has ${t.waitersOn(req.resource)} waiters (LOCK_MAX_WAITERS is ${maxWaiters})`,
-      { details: { limit: 'LOCK_MAX_WAITERS', max: maxWaiters } },
+      { details: { granted: false, holders: [], limit: 'LOCK_MAX_WAITERS', max: maxWaiters } },
     );
   }
 
@@ -173,13 +189,15 @@ export class LockService {
   // ---------------------------------------------------------------- API
 
   async acquire(req: AcquireRequest): Promise<AcquireGranted> {
+    await this.leaderReady();
     this.checkLimits(req);
     const k = key(req.resource, req.client_id);
     let waiter: PendingAcquire | null = null;
+    const reqId = req.wait_ms > 0 ? `${this.bootId}.${++this.reqSeq}` : undefined;
     const granted =
-      req.wait_ms > 0
+      reqId !== undefined
         ? new Promise<Grant>((resolve, reject) => {
-            waiter = { resolve, reject };
+            waiter = { req: reqId, attached: false, resolve, reject };
             let set = this.pending.get(k);
             if (!set) this.pending.set(k, (set = new Set()));
             set.add(waiter);
@@ -202,6 +220,7 @@ export class LockService {
         ttl_ms: req.ttl_ms,
         wait_ms: req.wait_ms,
         now: this.now(),
+        ...(reqId !== undefined ? { req: reqId } : {}),
       });
       if (res.op !== 'acquire') throw new DssError('internal', 'unexpected lock result');
       const r = res.result;
@@ -244,12 +263,14 @@ export class LockService {
   }
 
   async release(resource: string, clientId: string): Promise<{ released: true }> {
+    await this.leaderReady();
     const res = await this.propose({ op: 'release', resource, client_id: clientId, now: this.now() });
     if (res.op !== 'release' || !res.released) throw notHolder(resource, clientId);
     return { released: true };
   }
 
   async renew(resource: string, clientId: string, ttlMs: number): Promise<{ expires_at: number }> {
+    await this.leaderReady();
     const res = await this.propose({
       op: 'renew',
       resource,
@@ -262,18 +283,28 @@ export class LockService {
     return { expires_at: res.expires_at };
   }
 
-  /** Linearizable: served by the leader after a ReadIndex round. */
+  /**
+   * Linearizable: served by the leader after a ReadIndex round. Holds expired at the leader's clock
+   * are left out: the next command on their resource drops them, whether or not the monitor's
+   * expire has committed yet, so they hold nothing any more.
+   */
   async status(resource?: string): Promise<{ locks: LockStatusEntry[] }> {
+    await this.leaderReady();
     await this.requireRaft().readIndex();
+    const now = this.now();
     const states = resource === undefined ? this.table.all() : [this.table.get(resource)].filter(isState);
-    return {
-      locks: states.map((s) => ({
+    const locks: LockStatusEntry[] = [];
+    for (const s of states) {
+      const holders = s.holders.filter((h) => h.expires_at > now);
+      if (holders.length === 0 && s.waiters.length === 0) continue;
+      locks.push({
         resource: s.resource,
-        mode: s.holders[0]?.mode ?? null,
-        holders: holdsView(s.holders),
+        mode: holders[0]?.mode ?? null,
+        holders: holdsView(holders),
         waiters: s.waiters.map((w) => ({ client_id: w.client_id, mode: w.mode })),
-      })),
-    };
+      });
+    }
+    return { locks };
   }
 
   heldCount(): number {
@@ -304,20 +335,34 @@ export class LockService {
     }
     if ('grants' in r)
       for (const g of r.grants) this.settle(key(g.resource, g.client_id), (p) => p.resolve(g));
-    if (r.op === 'acquire') {
+    if (r.op === 'acquire' || r.op === 'extend_all') {
       for (const a of r.aborted) {
         this.opts.metrics.deadlock();
         const err = this.deadlockError(a.resource, a.cycle);
         this.settle(key(a.resource, a.client_id), (p) => p.reject(err));
       }
     }
+    // Last: the events above concern the waiter as it was before this entry, which a request
+    // queued by this entry is not waiting on.
+    if (r.op === 'acquire' && r.result.status === 'queued') {
+      const cmd = command as unknown as { resource: string; client_id: string; req?: unknown };
+      if (typeof cmd.req !== 'string') return;
+      for (const p of this.pending.get(key(cmd.resource, cmd.client_id)) ?? []) {
+        if (p.req === cmd.req) p.attached = true;
+      }
+    }
   }
 
+  /** Settles the requests attached to the client's waiter on the resource (see PendingAcquire). */
   private settle(k: string, fn: (p: PendingAcquire) => void): void {
     const set = this.pending.get(k);
     if (!set) return;
-    this.pending.delete(k);
-    for (const p of set) fn(p);
+    for (const p of set) {
+      if (!p.attached) continue;
+      set.delete(p);
+      fn(p);
+    }
+    if (set.size === 0) this.pending.delete(k);
   }
 
   private deadlockError(resource: string, cycle: string[]): DssError {
@@ -340,7 +385,9 @@ export class LockService {
     }
     if (st.role !== 'leader') return;
     if (this.extendedTerm !== st.term) {
-      this.extendLiveHolds(st.term);
+      this.extendFor(st.term).catch((err: unknown) =>
+        this.opts.logger.debug({ err: String(err) }, 'extend_all failed'),
+      );
       return;
     }
     const now = this.now();
@@ -353,38 +400,55 @@ export class LockService {
         now,
       });
     }
+    // The waiters a wait_timeout removes are answered where it applies (onApplied), in log order:
+    // answering again here, later, could answer a retry queued after it.
     for (const w of this.table.waitersDueBy(now)) {
-      this.proposeOnce(`wait:${w.resource}:${w.client_id}`, {
+      void this.proposeOnce(`wait:${w.resource}:${w.client_id}`, {
         op: 'wait_timeout',
         resource: w.resource,
         client_id: w.client_id,
         now,
-      }).then(
-        (res) => {
-          if (res?.op === 'wait_timeout' && res.removed) this.timeOut(w.resource, w.client_id);
-        },
-        () => undefined,
-      );
+      });
     }
   }
 
   /**
-   * A new leader's clock may be behind or ahead of its predecessor's: before expiring anything it
-   * pushes every live hold at least an election timeout into its own future (etcd's lease rule).
+   * On a leader, waits until this term's extend_all has been applied (proposing it if nobody has),
+   * so that it is the first lock command of the term in the log. Elsewhere it returns at once: the
+   * proposal that follows fails as on any node that is not the leader.
    */
-  private extendLiveHolds(term: number): void {
-    if (this.extending) return;
-    this.extending = true;
-    this.propose({ op: 'extend_all', extend_ms: this.opts.electionTimeoutMaxMs, now: this.now() })
-      .then(
-        () => {
-          this.extendedTerm = term;
-        },
-        (err: unknown) => this.opts.logger.debug({ err: String(err) }, 'extend_all failed'),
-      )
-      .finally(() => {
-        this.extending = false;
-      });
+  private async leaderReady(): Promise<void> {
+    let st: RaftStatus;
+    try {
+      st = this.requireRaft().status();
+    } catch {
+      return;
+    }
+    if (st.role === 'leader' && this.extendedTerm !== st.term) await this.extendFor(st.term);
+  }
+
+  /**
+   * A new leader's clock may be behind or ahead of its predecessor's: before expiring anything it
+   * gives every hold an election timeout more (etcd's lease rule). One proposal per term; if it
+   * fails, the next caller proposes again.
+   */
+  private extendFor(term: number): Promise<void> {
+    if (this.extension?.term === term) return this.extension.done;
+    const done = this.propose({
+      op: 'extend_all',
+      extend_ms: this.opts.electionTimeoutMaxMs,
+      now: this.now(),
+    }).then(
+      () => {
+        this.extendedTerm = Math.max(this.extendedTerm, term);
+      },
+      (err: unknown) => {
+        if (this.extension?.term === term) this.extension = null;
+        throw err;
+      },
+    );
+    this.extension = { term, done };
+    return done;
   }
 
   private async proposeOnce(tag: string, cmd: LockCommand): Promise<LockResult | null> {

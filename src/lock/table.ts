@@ -14,8 +14,9 @@
 //   waiter that waits for that hold would be a certain deadlock. A waiter never changes place later
 //   (an upgrader that releases its shared hold, or lets it expire, keeps its place and its request).
 // - A client is queued at most once per resource. Repeating an acquire while waiting never grants
-//   and never queues again: with wait_ms > 0 it refreshes the waiter's deadline and TTL (mode and
-//   place kept); with wait_ms = 0 it answers conflict and leaves the waiter alone.
+//   and never queues again: with wait_ms > 0 it refreshes the waiter's deadline and TTL and keeps
+//   its place (an exclusive request makes a shared waiter exclusive; a shared one keeps the mode);
+//   with wait_ms = 0 it answers conflict and leaves the waiter alone.
 // - Granting serves the queue from its head, FIFO, and stops at the first waiter it cannot grant.
 //   A waiter whose deadline passed is still granted until a wait_timeout removes it.
 //
@@ -27,9 +28,9 @@
 // forward search from C and a backward search over the edges found; if the component has a cycle,
 // the youngest waiter (largest `since`) with an edge inside the component is aborted, with a cycle
 // through its edge, and detection repeats. While clocks agree, every new cycle goes through C and
-// C's new waiter is the youngest, so the acquire itself is answered `deadlock`. A leader whose clock
-// is behind its predecessor's can bring holds expired at the old clock back to life (and their
-// edges with them): the next acquire by a client of such a cycle breaks it (a renew does not look).
+// C's new waiter is the youngest, so the acquire itself is answered `deadlock`. A new leader's
+// extend_all brings holds back to life (and their edges with them): it looks for cycles from each
+// client whose hold it revived, and the youngest waiter of such a cycle is aborted there.
 // The forward search walks a reduced edge set with the same reachability, given the table's
 // invariants (an exclusive hold is alone; the head waiter is never grantable): an exclusive waiter
 // points at the run of waiters just ahead of it (one exclusive waiter, or consecutive shared
@@ -67,7 +68,7 @@ interface HoldRec {
 interface WaiterRec {
   readonly resource: string;
   readonly client_id: string;
-  readonly mode: LockMode;
+  mode: LockMode;
   ttl_ms: number;
   readonly since: number;
   wait_until: number;
@@ -100,12 +101,18 @@ export class LockTable implements StateMachine {
   private holdsByClient = new Map<string, number>();
   private readonly holdHeap = new IndexedHeap<HoldRec>((h) => h.expires_at);
   private readonly waiterHeap = new IndexedHeap<WaiterRec>((w) => w.wait_until);
+  /**
+   * The latest `now` of any command applied: a hold expired by then may have been left out of a
+   * deadlock search, so extend_all, which may bring it back, searches from its client again.
+   */
+  private latestNow = 0;
 
   // ---------------------------------------------------------------- StateMachine
 
   apply(command: Json, index: number, _term: number): LockResult | LockApplyError {
     const cmd = parseCommand(command);
     if (typeof cmd === 'string') return { error: cmd };
+    if (cmd.now > this.latestNow) this.latestNow = cmd.now;
     switch (cmd.op) {
       case 'acquire':
         return this.acquire(cmd, index);
@@ -118,12 +125,12 @@ export class LockTable implements StateMachine {
       case 'wait_timeout':
         return this.waitTimeout(cmd.resource, cmd.client_id, cmd.now, index);
       case 'extend_all':
-        return this.extendAll(cmd.extend_ms, cmd.now);
+        return this.extendAll(cmd.extend_ms, cmd.now, index);
     }
   }
 
   /**
-   * `{v, locks: [[resource, holds, waiters], ...]}` sorted by resource, with each hold flattened to
+   * `{v, locks: [[resource, holds, waiters], ...], now}` sorted by resource, with each hold flattened to
    * `client_id, 'x'|'s', fencing_token, expires_at` and each waiter to
    * `client_id, 'x'|'s', ttl_ms, since, wait_until`, in holder and queue order.
    */
@@ -139,7 +146,7 @@ export class LockTable implements StateMachine {
       for (const w of e.waiters) waits.push(w.client_id, modeCode(w.mode), w.ttl_ms, w.since, w.wait_until);
       locks[i] = [name, holds, waits];
     }
-    return { v: SNAPSHOT_VERSION, locks };
+    return { v: SNAPSHOT_VERSION, locks, now: this.latestNow };
   }
 
   /** Resources, holds and waiters: what snapshot() walks. */
@@ -215,6 +222,8 @@ export class LockTable implements StateMachine {
       if (e.holders.length > 0 || e.waiters.length > 0) resources.set(resource, e);
     }
     for (const list of waitsByClient.values()) list.sort((a, b) => a.since - b.since);
+    // Absent from snapshots written before it existed: 0 only means one search fewer after them.
+    this.latestNow = isInt(data.now) ? data.now : 0;
     this.resources = resources;
     this.waitsByClient = waitsByClient;
     this.holdsByClient = new Map();
@@ -334,6 +343,9 @@ export class LockTable implements StateMachine {
       if (wait_ms > 0) {
         waiting.wait_until = now + wait_ms;
         waiting.ttl_ms = ttl_ms;
+        // Asking exclusive while waiting shared makes the waiter exclusive (same place): whoever is
+        // granted must get at least what each of its requests asked for (exclusive covers shared).
+        if (mode === 'exclusive') waiting.mode = 'exclusive';
         this.waiterHeap.update(waiting);
         result = { status: 'queued' };
       } else {
@@ -431,17 +443,28 @@ export class LockTable implements StateMachine {
     return { op: 'wait_timeout', removed, grants };
   }
 
-  private extendAll(extend_ms: number, now: number): LockResult {
-    const until = now + extend_ms;
-    const short: HoldRec[] = [];
-    this.holdHeap.visitUpTo(until, (h) => {
-      if (h.expires_at > now && h.expires_at < until) short.push(h);
-    });
-    for (const h of short) {
-      h.expires_at = until;
+  /**
+   * A new leader's first command. Its clock may run ahead of its predecessor's, which granted the
+   * holds and told their clients when they end, so every hold in the table gets `extend_ms` more
+   * than it had (counted from `now` if it had already run out here): a hold the old clock still
+   * counted as live survives a skew of up to `extend_ms`. Holds expired at the new clock are
+   * included because only the old clock could tell them from live ones. Bringing them back brings
+   * back their edges in the wait-for graph, so deadlocks are looked for from the clients of every
+   * hold some command may have counted as expired (expired at the latest `now` applied).
+   */
+  private extendAll(extend_ms: number, now: number, index: number): LockResult {
+    const holds: HoldRec[] = [];
+    this.holdHeap.visitUpTo(Number.MAX_SAFE_INTEGER, (h) => holds.push(h));
+    const revived = new Set<string>();
+    for (const h of holds) {
+      if (h.expires_at <= this.latestNow) revived.add(h.client_id);
+      h.expires_at = Math.max(h.expires_at, now) + extend_ms;
       this.holdHeap.update(h);
     }
-    return { op: 'extend_all', extended: short.length };
+    const grants: Grant[] = [];
+    const aborted: Aborted[] = [];
+    for (const client of [...revived].sort()) this.breakDeadlocks(client, index, now, grants, aborted);
+    return { op: 'extend_all', extended: holds.length, grants, aborted };
   }
 
   // ---------------------------------------------------------------- holds, waiters, granting

@@ -50,7 +50,11 @@ export type LockCommand =
   | { op: 'expire'; resource: string; client_ids: string[]; now: number }
   /** Waiter deadline passed: remove the waiter if it is still waiting and its wait_until <= now. */
   | { op: 'wait_timeout'; resource: string; client_id: string; now: number }
-  /** A new leader pushes every live hold's expiry to at least `now + extend_ms` (etcd's rule). */
+  /**
+   * A new leader's first command (etcd's rule): every hold gets `extend_ms` more, counted from its
+   * expiry or from `now` if that is later, so no hold ends early because this leader's clock is
+   * ahead of the one that granted it.
+   */
   | { op: 'extend_all'; extend_ms: number; now: number };
 
 /** A waiter that became a holder as a side effect of a command (answered at once by the leader). */
@@ -78,7 +82,7 @@ export type LockResult =
   | { op: 'renew'; renewed: boolean; expires_at?: number }
   | { op: 'expire'; expired: string[]; grants: Grant[] }
   | { op: 'wait_timeout'; removed: boolean; grants: Grant[] }
-  | { op: 'extend_all'; extended: number };
+  | { op: 'extend_all'; extended: number; grants: Grant[]; aborted: Aborted[] };
 
 /** What apply returns for a command that is not a well-formed LockCommand (state unchanged). */
 export type LockApplyError = { error: string };

@@ -55,11 +55,13 @@ const conflicts = (a: LockMode, b: LockMode) => a === 'exclusive' || b === 'excl
 
 class Reference {
   locks = new Map<string, RLock>();
+  latestNow = 0;
 
   apply(cmd: Json, index: number): { result: Out; checks: AbortCheck[] } {
     const c = cmd as Out;
     if (!this.valid(c)) return { result: { error: '' }, checks: [] };
     const now = c.now as number;
+    this.latestNow = Math.max(this.latestNow, now);
     const checks: AbortCheck[] = [];
     let result: Out;
     switch (c.op) {
@@ -126,17 +128,22 @@ class Reference {
         break;
       }
       default: {
-        const to = now + (c.extend_ms as number);
+        // Every hold gets extend_ms more, from now if it had run out; holds expired at the latest
+        // now seen may have been ignored by a cycle search, so it runs again from their clients.
         let extended = 0;
+        const revived = new Set<string>();
         for (const l of this.locks.values()) {
           for (const h of l.hs) {
-            if (h.exp > now && h.exp < to) {
-              h.exp = to;
-              extended++;
-            }
+            if (h.exp <= this.latestNow) revived.add(h.client);
+            h.exp = Math.max(h.exp, now) + (c.extend_ms as number);
+            extended++;
           }
         }
-        result = { op: 'extend_all', extended };
+        const grants: Out[] = [];
+        const aborted: Out[] = [];
+        for (const client of [...revived].sort())
+          this.breakCycles(client, now, index, grants, aborted, checks);
+        result = { op: 'extend_all', extended, grants, aborted };
       }
     }
     for (const [r, l] of [...this.locks]) if (l.hs.length === 0 && l.ws.length === 0) this.locks.delete(r);
@@ -194,6 +201,7 @@ class Reference {
       if (wait > 0) {
         waiting.until = now + wait;
         waiting.ttl = ttl;
+        if (mode === 'exclusive') waiting.mode = 'exclusive';
         result = { status: 'queued' };
       } else {
         result = conflict();
@@ -227,7 +235,26 @@ class Reference {
       }
     }
 
-    // Deadlocks: the strongly connected component of the acquirer in the full wait-for graph.
+    this.breakCycles(client, now, index, grants, aborted, checks);
+    if (result.status === 'queued') {
+      if (aborted.some((a) => a.resource === resource && a.client_id === client)) {
+        result = { status: 'deadlock', cycle: null };
+      } else if (!l.ws.some((w) => w.client === client)) {
+        result = { status: 'granted', hold: view(l.hs.find((h) => h.client === client)!) };
+      }
+    }
+    return { op: 'acquire', result, grants, aborted };
+  }
+
+  /** Deadlocks: the strongly connected component of `client` in the full wait-for graph. */
+  private breakCycles(
+    client: string,
+    now: number,
+    index: number,
+    grants: Out[],
+    aborted: Out[],
+    checks: AbortCheck[],
+  ): void {
     for (;;) {
       const edges = this.edges(now);
       const reach = (from: string) => {
@@ -262,14 +289,6 @@ class Reference {
       aborted.push({ resource: victim.resource, client_id: victim.from, cycle: null });
       this.grant(victim.resource, vl, index, now, grants);
     }
-    if (result.status === 'queued') {
-      if (aborted.some((a) => a.resource === resource && a.client_id === client)) {
-        result = { status: 'deadlock', cycle: null };
-      } else if (!l.ws.some((w) => w.client === client)) {
-        result = { status: 'granted', hold: view(l.hs.find((h) => h.client === client)!) };
-      }
-    }
-    return { op: 'acquire', result, grants, aborted };
   }
 
   /** Every edge of the wait-for graph, by the definition (no shortcuts). */
@@ -484,6 +503,12 @@ function compareResults(
   }
   assert.ok('op' in got, JSON.stringify(got));
   const norm = structuredClone<LockResult>(got);
+  if (norm.op === 'extend_all') {
+    assert.equal(norm.aborted.length, checks.length, `aborted ${JSON.stringify(got)}`);
+    norm.aborted.forEach((a, i) => checkCycle(a.cycle, a.client_id, checks[i]!));
+    stats.abortedOther += norm.aborted.length;
+    for (const a of norm.aborted) (a as { cycle: unknown }).cycle = null;
+  }
   if (norm.op === 'acquire') {
     assert.equal(norm.aborted.length, checks.length, `aborted ${JSON.stringify(got)}`);
     norm.aborted.forEach((a, i) => checkCycle(a.cycle, a.client_id, checks[i]!));
@@ -743,5 +768,29 @@ describe('LockTable against a reference model', () => {
       stats,
     );
     assert.ok(stats.deadlocks >= 1);
+    // A's hold on r1 runs out before A waits for r2 (so that wait closes no cycle); a new leader
+    // whose clock is behind brings the hold back with extend_all, closing A -> B -> A: it must abort.
+    const x = (r: string, c: string, ttl: number, wait: number, dt: number): Action => ({
+      k: 'acquire',
+      r,
+      c,
+      mode: 'exclusive',
+      ttl,
+      wait,
+      dt,
+    });
+    const before = stats.abortedOther;
+    run(
+      [
+        x('r1', 'A', 50, 0, 1),
+        x('r2', 'B', 100_000, 0, 1),
+        x('r1', 'B', 100_000, 100_000, 10),
+        x('r2', 'A', 100_000, 100_000, 100),
+        { k: 'extend_all', ext: 1000, dt: -70 },
+      ],
+      2,
+      stats,
+    );
+    assert.equal(stats.abortedOther - before, 1, 'extend_all broke the cycle it closed');
   });
 });

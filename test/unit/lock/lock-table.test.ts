@@ -372,6 +372,22 @@ describe('LockTable: FIFO without starvation', () => {
     assert.deepEqual(h.waiters('r'), ['a:e', 'b:e']);
     assert.equal(h.table.waiterCount(), 2);
   });
+
+  it('asking exclusive while waiting shared makes the waiter exclusive in its place', () => {
+    const h = new Harness();
+    h.acquire('r', 'x');
+    h.acquire('r', 'c', { mode: 'shared', wait: 1000 });
+    h.acquire('r', 'd', { mode: 'shared', wait: 1000 });
+    assert.deepEqual(h.acquire('r', 'c', { wait: 1000 }).result, { status: 'queued' });
+    assert.deepEqual(h.waiters('r'), ['c:e', 'd:s']);
+    // The release grants c alone, exclusive: d, shared, waits behind it.
+    assert.deepEqual(who(h.release('r', 'x').grants), ['c:e']);
+    assert.deepEqual(h.waiters('r'), ['d:s']);
+    // Asking shared while waiting exclusive keeps the exclusive request (it covers shared).
+    h.acquire('r', 'e', { wait: 1000 });
+    h.acquire('r', 'e', { mode: 'shared', wait: 1000 });
+    assert.deepEqual(h.waiters('r'), ['d:s', 'e:e']);
+  });
 });
 
 describe('LockTable: expiry', () => {
@@ -481,31 +497,63 @@ describe('LockTable: release and renew', () => {
     const h = new Harness();
     h.acquire('r', 'a', { ttl: 100 });
     h.acquire('r', 'b', { wait: 10_000 });
-    const before = h.table.snapshot();
+    const before = h.table.all();
     assert.deepEqual(h.renew('r', 'b'), { op: 'renew', renewed: false });
     assert.deepEqual(h.renew('r', 'zzz'), { op: 'renew', renewed: false });
     assert.deepEqual(h.renew('nope', 'a'), { op: 'renew', renewed: false });
     assert.deepEqual(h.renew('r', 'a', 100, 1100), { op: 'renew', renewed: false });
-    assert.deepEqual(h.table.snapshot(), before);
+    assert.deepEqual(h.table.all(), before);
   });
 });
 
 describe('LockTable: extend_all', () => {
-  it('pushes every live hold to at least now + extend_ms, never shortens, skips expired ones', () => {
+  it('gives every hold extend_ms more, from now for one already run out here', () => {
     const h = new Harness();
-    h.acquire('a', 'c1', { ttl: 100 }); // 1100: extended
-    h.acquire('b', 'c2', { ttl: 5000 }); // 6000: already later
-    h.acquire('c', 'c3', { ttl: 10 }); // 1010: expired at 1050, left for the monitor
+    h.acquire('a', 'c1', { ttl: 100 }); // 1100
+    h.acquire('b', 'c2', { ttl: 5000 }); // 6000: a long hold gets the extension too
+    h.acquire('c', 'c3', { ttl: 10 }); // 1010: expired at this clock, maybe not at the old leader's
     h.acquire('d', 'c4', { ttl: 100, mode: 'shared' });
     h.acquire('d', 'c5', { ttl: 300, mode: 'shared' });
     const r = h.extendAll(1000, 1050);
-    assert.deepEqual(r, { op: 'extend_all', extended: 3 });
+    assert.deepEqual(r, { op: 'extend_all', extended: 5, grants: [], aborted: [] });
     const exp = (res: string) => h.table.get(res)?.holders.map((x) => x.expires_at);
-    assert.deepEqual(exp('a'), [2050]);
-    assert.deepEqual(exp('b'), [6000]);
-    assert.deepEqual(exp('c'), [1010]);
-    assert.deepEqual(exp('d'), [2050, 2050]);
-    assert.deepEqual(h.table.holdsExpiringBy(2049), [{ resource: 'c', client_ids: ['c3'] }]);
+    assert.deepEqual(exp('a'), [2100]);
+    assert.deepEqual(exp('b'), [7000]);
+    assert.deepEqual(exp('c'), [2050]);
+    assert.deepEqual(exp('d'), [2100, 2300]);
+    assert.deepEqual(h.table.holdsExpiringBy(2099), [{ resource: 'c', client_ids: ['c3'] }]);
+  });
+
+  it('a leader whose clock is ahead by less than extend_ms never ends a hold early', () => {
+    // The old leader granted at its 1000 for 500 ms (its client was told 1500); the new leader's
+    // clock reads 300 ms more than the old one's did at the same moment.
+    const h = new Harness();
+    h.acquire('r', 'a', { ttl: 500 });
+    // At the old clock's 1400 the new leader's extend_all: its hold now ends at 1700 + 1000.
+    h.extendAll(1000, 1400 + 300);
+    // At the old clock's 1499 (new clock 1799) the hold is still there, and for 900 ms more.
+    assert.equal(h.acquire('r', 'b', { now: 1799 }).result.status, 'conflict');
+    assert.equal(h.acquire('r', 'b', { now: 2699 }).result.status, 'conflict');
+    assert.equal(h.acquire('r', 'b', { now: 2700 }).result.status, 'granted');
+  });
+
+  it('breaks a deadlock closed by a hold it brings back', () => {
+    const h = new Harness();
+    h.acquire('r1', 'A', { ttl: 100 }); // until 1100
+    h.acquire('r2', 'B', { ttl: 60_000 });
+    h.acquire('r1', 'B', { wait: 600_000, now: 1050 }); // B waits for A
+    // A's r1 hold counts as expired at 1150: A's wait for B closes no cycle.
+    assert.equal(h.acquire('r2', 'A', { wait: 600_000, now: 1150 }).result.status, 'queued');
+    // A new leader whose clock is 70 ms behind revives A's hold: A -> B -> A.
+    const r = h.extendAll(5000, 1080);
+    assert.equal(r.aborted.length, 1);
+    assert.deepEqual(
+      r.aborted.map((a) => [a.resource, a.client_id]),
+      [['r2', 'A']],
+      'the youngest waiter of the cycle',
+    );
+    assert.deepEqual([...r.aborted[0]!.cycle].sort(), ['A', 'B']);
+    assert.deepEqual(h.waiters('r2'), []);
   });
 });
 
@@ -738,6 +786,7 @@ describe('LockTable: snapshot and restore', () => {
         ['r2', ['c', 'x', 5, 1050], ['d', 's', 100, 6, 1400]],
         ['r3', ['e', 'x', 7, 1100], []],
       ],
+      now: 1000,
     });
   });
 
