@@ -417,8 +417,10 @@ export class CacheHome {
           await this.opts.memory.fence(key, [this.epoch, ++this.counter]);
           return { held: false };
         }
-        // Only silence or a busy line is worth asking again; any other answer is the holder's word.
-        const silent = !isDssError(e) || e.code === 'timeout';
+        // Silence, a busy line or a holder that cannot reach memory right now (its write-back of a
+        // dirty line failed: a Redis blip) is worth asking again until the lease bound; giving up at
+        // once would cost the holder its dirty lines. Any other answer is the holder's word.
+        const silent = !isDssError(e) || e.code === 'timeout' || e.code === 'unavailable';
         if (silent && !m.revoked) {
           // Fixed at the first failure: renewals that still arrive from a holder that never answers
           // the snoop (it could be stuck behind this very transaction) do not extend the retries...

@@ -24,7 +24,7 @@ import type { CacheHome } from './home.js';
 import type { CacheLink, SnoopKind } from './link.js';
 import { Lru } from './lru.js';
 import type { MainMemory } from './memory.js';
-import type { Data, HeldState, NodeId, Token } from './types.js';
+import { homeDeadlineMs, type Data, type HeldState, type NodeId, type Token } from './types.js';
 
 export interface LineRec {
   readonly state: HeldState;
@@ -120,6 +120,12 @@ const randomGen = (): number => Math.floor(Math.random() * 2 ** 40);
  */
 const GEN_ROOM = 2 ** 24;
 
+/** How soon an eviction whose write-back failed is tried again (while the L1 is over capacity). */
+const EVICTION_RETRY_MS = 100;
+
+/** How long a dropped dirty line's write-back is retried when memory keeps failing it. */
+const LATE_WRITE_BACK_MS = 30_000;
+
 function bounded<T>(p: Promise<T>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
     const t = setTimeout(() => resolve(false), Math.max(0, ms));
@@ -152,6 +158,8 @@ export class CacheL1 {
   private readonly installed = new Map<string, Installed>();
   private opCounter = 0;
   private readonly selfGen = randomGen();
+  /** Write-backs of dropped dirty lines that failed once and are being retried (see dropLine). */
+  private readonly lateWriteBacks = new Set<Promise<void>>();
   private stopping = false;
   private started = false;
   private timer: NodeJS.Timeout | null = null;
@@ -182,8 +190,7 @@ export class CacheL1 {
   }
 
   private get deadlineMs(): number {
-    // Long enough for a transaction that waits out a dead holder's lease behind another one.
-    return 2 * this.opts.leaseMs + 4 * this.opts.messageTimeoutMs + 1_000;
+    return homeDeadlineMs(this.opts.leaseMs, this.opts.messageTimeoutMs);
   }
 
   /** Joins our own home and every other one, then keeps the leases running. */
@@ -265,7 +272,8 @@ export class CacheL1 {
     // is installed.
     link.gen += 1;
     link.joining = (async () => {
-      for (const [key, line] of this.l1.entries()) if (line.home === home) await this.dropLine(key, line);
+      for (const [key, line] of this.l1.entries())
+        if (line.home === home) await this.dropLine(key, line, 'retry');
       for (let attempt = 0; !this.stopping; attempt++) {
         // Every attempt brings a new generation: an earlier attempt that arrives late is refused.
         const gen = attempt === 0 ? link.gen : ++link.gen;
@@ -295,20 +303,62 @@ export class CacheL1 {
     return link.joining;
   }
 
-  /** Drops a line we may no longer serve, writing it back first if it is dirty (fenced). */
-  private async dropLine(key: string, line: LineRec): Promise<void> {
+  /**
+   * Drops a line we may no longer serve, writing it back first if it is dirty (fenced). If memory
+   * fails that write, `onFailure` says what becomes of the value: 'keep' leaves the line where it
+   * is (unservable: its lease has run out) and throws, so the operation that wanted it gone fails
+   * and a later one writes it back; 'retry' drops it and keeps writing it back in the background
+   * (a rejoin, which cannot wait for memory).
+   */
+  private async dropLine(key: string, line: LineRec, onFailure: 'keep' | 'retry'): Promise<void> {
     if (line.dirty) {
       try {
         if (await this.opts.memory.write(key, line.token, line.data)) this.opts.metrics?.writeback();
         else this.opts.onEvent?.('dirty line fenced out by its home; its value is lost', { key });
       } catch (e) {
-        this.opts.onEvent?.('write-back of a dropped line failed; its value is lost', {
-          key,
-          err: String(e),
-        });
+        if (onFailure === 'keep') throw e;
+        this.retryWriteBack(key, line, e);
       }
     }
     if (this.l1.peek(key) === line) this.l1.delete(key);
+  }
+
+  /**
+   * Memory failed a dropped dirty line's write-back (a Redis blip): the value exists nowhere else,
+   * so it is not given up but written again and again in the background. Fencing keeps a late write
+   * from ever overwriting anything newer: it lands only if nobody has read or written the key in
+   * memory since, and the home waits out our lease before it fences and reads. It ends when the
+   * write lands or is fenced out, or after LATE_WRITE_BACK_MS (a stop waits for it, up to its own
+   * deadline).
+   */
+  private retryWriteBack(key: string, line: LineRec, first: unknown): void {
+    const giveUpAt = this.now() + LATE_WRITE_BACK_MS;
+    const run = (async () => {
+      let last = first;
+      for (let attempt = 0; this.now() < giveUpAt; attempt++) {
+        await new Promise((r) => setTimeout(r, Math.min(25 * 2 ** attempt, 250)));
+        try {
+          if (await this.opts.memory.write(key, line.token, line.data)) {
+            this.opts.metrics?.writeback();
+            this.opts.onEvent?.('write-back of a dropped line landed after a retry', {
+              key,
+              tries: attempt + 2,
+            });
+          } else {
+            this.opts.onEvent?.('dirty line fenced out by its home; its value is lost', { key });
+          }
+          return;
+        } catch (e) {
+          last = e;
+        }
+      }
+      this.opts.onEvent?.('write-back of a dropped line kept failing; its value is lost', {
+        key,
+        err: String(last),
+      });
+    })();
+    this.lateWriteBacks.add(run);
+    void run.finally(() => this.lateWriteBacks.delete(run));
   }
 
   private async joinedLink(home: NodeId): Promise<HomeLink> {
@@ -627,10 +677,14 @@ export class CacheL1 {
       done: Promise.resolve(),
     };
     this.evicting.set(key, dropped);
-    const p = this.dropLine(key, line);
+    const p = this.dropLine(key, line, 'keep');
     this.snooping.set(key, p);
     try {
       await p;
+    } catch (e) {
+      // The line stays (dirty, not servable) and the home still lists us: nothing was dropped.
+      if (this.evicting.get(key) === dropped) this.evicting.delete(key);
+      throw e;
     } finally {
       if (this.snooping.get(key) === p) this.snooping.delete(key);
     }
@@ -702,26 +756,49 @@ export class CacheL1 {
     return out;
   }
 
-  /** Writes every dirty line back (they stay in M). Returns how many went to memory. */
+  /**
+   * Writes every dirty line back (they stay in M). Returns how many went to memory. A key whose
+   * write-back fails does not stop the others; if any failed, the error comes after all were tried.
+   */
   async flush(): Promise<number> {
-    let n = 0;
-    for (const [key, snapshot] of this.l1.entries()) {
-      if (!snapshot.dirty) continue;
-      // One key at a time with the key's other operations, so a newer value written meanwhile is
-      // never overwritten by this older snapshot.
-      n += await this.runOp(key, async (op) => {
-        op.kind = 'local';
-        for (let s = this.snooping.get(key); s !== undefined; s = this.snooping.get(key))
-          await s.catch(() => undefined);
-        const line = this.l1.peek(key);
-        if (line === undefined || !line.dirty) return 0;
-        if (!(await this.opts.memory.write(key, line.token, line.data))) return 0;
-        this.opts.metrics?.writeback();
-        if (this.l1.peek(key) === line) this.l1.update(key, { ...line, dirty: false });
-        return 1;
-      });
+    const { written, failed, error } = await this.writeBack([...this.l1.entries()].map(([key]) => key));
+    if (failed.length > 0) {
+      throw new DssError(
+        'unavailable',
+        `${failed.length} dirty lines could not be written back (${written} were): ${String(error)}`,
+        { retryAfter: 1, details: { written, failed: failed.length } },
+      );
     }
-    return n;
+    return written;
+  }
+
+  /** Write-back of the dirty lines among `keys`, each on its own: the keys that failed, and why. */
+  private async writeBack(keys: string[]): Promise<{ written: number; failed: string[]; error: unknown }> {
+    let written = 0;
+    const failed: string[] = [];
+    let error: unknown;
+    for (const key of keys) {
+      if (this.l1.peek(key)?.dirty !== true) continue;
+      try {
+        // One key at a time with the key's other operations, so a newer value written meanwhile is
+        // never overwritten by this older snapshot.
+        written += await this.runOp(key, async (op) => {
+          op.kind = 'local';
+          for (let s = this.snooping.get(key); s !== undefined; s = this.snooping.get(key))
+            await s.catch(() => undefined);
+          const line = this.l1.peek(key);
+          if (line === undefined || !line.dirty) return 0;
+          if (!(await this.opts.memory.write(key, line.token, line.data))) return 0;
+          this.opts.metrics?.writeback();
+          if (this.l1.peek(key) === line) this.l1.update(key, { ...line, dirty: false });
+          return 1;
+        });
+      } catch (e) {
+        failed.push(key);
+        error ??= e;
+      }
+    }
+    return { written, failed, error };
   }
 
   /** Graceful stop: no new operations, every M line to memory, then leave every home. */
@@ -736,11 +813,25 @@ export class CacheL1 {
       const pending = [...this.slots.values()].map((slot) => slot.tail);
       await bounded(Promise.all(pending), deadline - this.now());
     }
-    let written = 0;
-    try {
-      written = await this.flush();
-    } catch (e) {
-      this.opts.onEvent?.('write-back at shutdown failed', { err: String(e) });
+    // Every dirty line is tried; those that fail (Redis away for a moment) are tried again until
+    // the deadline, and only then given up, with how many were lost.
+    let { written, failed, error } = await this.writeBack([...this.l1.entries()].map(([key]) => key));
+    while (failed.length > 0 && this.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(100, Math.max(0, deadline - this.now()))));
+      const again = await this.writeBack(failed);
+      written += again.written;
+      failed = again.failed;
+      error = again.error ?? error;
+    }
+    if (failed.length > 0) {
+      this.opts.onEvent?.('write-back at shutdown failed; these values are lost', {
+        lost: failed.length,
+        written,
+        err: String(error),
+      });
+    }
+    while (this.lateWriteBacks.size > 0 && this.now() < deadline) {
+      await bounded(Promise.all([...this.lateWriteBacks]), deadline - this.now());
     }
     await Promise.all(
       [...this.links.values()]
@@ -763,7 +854,12 @@ export class CacheL1 {
 
   private makeRoom(key: string): void {
     if (this.l1.has(key)) return;
-    while (this.l1.size - this.leaving.size >= this.opts.capacity) {
+    this.shrinkTo(this.opts.capacity - 1);
+  }
+
+  /** Evicts the oldest lines not already on their way out until at most `size` remain. */
+  private shrinkTo(size: number): void {
+    while (this.l1.size - this.leaving.size > size) {
       let victim: string | undefined;
       for (const k of this.l1.oldestKeys()) {
         if (!this.leaving.has(k)) {
@@ -802,8 +898,12 @@ export class CacheL1 {
       }
     })
       .catch((e: unknown) => {
-        // Memory unreachable: the line stays (still M) and is tried again at the next eviction.
+        // Memory unreachable: the line stays (still M), over the capacity, and is tried again soon
+        // (or at the next eviction), so the L1 shrinks back once memory answers again.
         this.opts.onEvent?.('write-back on eviction failed', { key, err: String(e) });
+        setTimeout(() => {
+          if (!this.stopping) this.shrinkTo(this.opts.capacity);
+        }, EVICTION_RETRY_MS).unref();
       })
       .finally(() => this.leaving.delete(key));
   }

@@ -17,7 +17,7 @@ import { CacheHome, type HomeMetricsSink } from './home.js';
 import { CacheL1, type GetResult, type L1MetricsSink } from './l1.js';
 import type { CacheLink, SnoopKind } from './link.js';
 import type { MainMemory } from './memory.js';
-import type { Data, HeldState, NodeId } from './types.js';
+import { MAX_CACHE_MESSAGE_TIMEOUT_MS, type Data, type HeldState, type NodeId } from './types.js';
 
 export type CacheMetricsSink = L1MetricsSink & HomeMetricsSink;
 
@@ -51,7 +51,10 @@ export class CacheService {
 
   constructor(private readonly opts: CacheServiceOptions) {
     const self = opts.nodeId;
-    const messageTimeoutMs = Math.max(50, Math.min(1_000, Math.floor(opts.leaseMs / 2)));
+    const messageTimeoutMs = Math.max(
+      50,
+      Math.min(MAX_CACHE_MESSAGE_TIMEOUT_MS, Math.floor(opts.leaseMs / 2)),
+    );
     const log = opts.logger;
     this.home = new CacheHome({
       nodeId: self,

@@ -5,6 +5,23 @@ import type { Json, NodeId } from '../raft/types.js';
 
 export type { Json, NodeId };
 
+/** Largest CACHE_LEASE_MS the configuration accepts. */
+export const MAX_CACHE_LEASE_MS = 600_000;
+
+/** Largest per-message timeout a cache node uses (half the lease, capped; see CacheService). */
+export const MAX_CACHE_MESSAGE_TIMEOUT_MS = 1_000;
+
+/**
+ * A bus transaction's deadline: long enough for one that waits out a dead holder's lease behind
+ * another one. The internal API's bound on `deadline_ms` is this for the longest lease, so that no
+ * lease the configuration accepts makes every remote miss a 400.
+ */
+export function homeDeadlineMs(leaseMs: number, messageTimeoutMs: number): number {
+  return 2 * leaseMs + 4 * messageTimeoutMs + 1_000;
+}
+
+export const MAX_HOME_DEADLINE_MS = homeDeadlineMs(MAX_CACHE_LEASE_MS, MAX_CACHE_MESSAGE_TIMEOUT_MS);
+
 /** MESI state of one key's line at one node. 'I' lines are not kept in the L1: absent means I. */
 export type LineState = 'M' | 'E' | 'S' | 'I';
 

@@ -1,4 +1,5 @@
 // Configuration from the environment (SPEC section 7). Pure: reads only the object it is given.
+import { MAX_CACHE_LEASE_MS } from '../cache/types.js';
 import { isValidHost, parseHostPort, parseList, parseNumber, parseRoles, parseSecondsAsMs } from './parse.js';
 import {
   ALL_ROLES,
@@ -146,7 +147,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       leaseMs: parseNumber('CACHE_LEASE_MS', get('CACHE_LEASE_MS'), 2000, {
         integer: true,
         min: 20,
-        max: 600_000,
+        max: MAX_CACHE_LEASE_MS,
       }),
     },
     limits: {

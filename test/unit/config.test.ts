@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { Value } from 'typebox/value';
+import { HomeRequestBody } from '../../src/api/schemas/cache.js';
+import { homeDeadlineMs, MAX_CACHE_LEASE_MS, MAX_CACHE_MESSAGE_TIMEOUT_MS } from '../../src/cache/types.js';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
 
 /** Asserts loadConfig(env) throws a ConfigError naming `variable`, with a one-line message. */
@@ -252,5 +255,28 @@ describe('loadConfig', () => {
     it('API_TOKENS without a token', () => {
       rejects({ API_TOKENS: ' , ' }, 'API_TOKENS');
     });
+  });
+});
+
+describe('CACHE_LEASE_MS and the internal cache API', () => {
+  it('the longest lease the configuration accepts gives home requests the API accepts', () => {
+    const c = loadConfig({ NODE_ID: 'node1', CLUSTER_ADDRS: 'localhost:8001', CACHE_LEASE_MS: '600000' });
+    assert.equal(c.cache.leaseMs, MAX_CACHE_LEASE_MS);
+    assert.throws(
+      () => loadConfig({ NODE_ID: 'node1', CLUSTER_ADDRS: 'localhost:8001', CACHE_LEASE_MS: '600001' }),
+      ConfigError,
+    );
+    const request = {
+      from: 'node2',
+      gen: 1,
+      epoch: 1,
+      kind: 'read_miss',
+      key: 'k',
+      deadline_ms: homeDeadlineMs(c.cache.leaseMs, MAX_CACHE_MESSAGE_TIMEOUT_MS),
+    };
+    assert.ok(
+      Value.Check(HomeRequestBody, request),
+      JSON.stringify([...Value.Errors(HomeRequestBody, request)]),
+    );
   });
 });

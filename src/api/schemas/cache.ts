@@ -2,6 +2,7 @@
 // (/cache/handle_*). One TypeBox definition gives validation, serialization and OpenAPI; the SDK
 // imports the Static types.
 import { Type, type Static } from 'typebox';
+import { MAX_HOME_DEADLINE_MS } from '../../cache/types.js';
 import { Count, Identifier, JsonValue, NodeIdString } from './common.js';
 
 // String enums rather than unions of literals: fast-json-stringify serializes a union by validating
@@ -63,7 +64,7 @@ export const HomeRequestBody = Type.Object({
   /** evict: the grant sequence of the dropped line. */
   seq: Type.Optional(Count),
   /** The home gives up (and grants nothing) once this much time has passed since it received the request. */
-  deadline_ms: Type.Integer({ minimum: 1, maximum: 600_000 }),
+  deadline_ms: Type.Integer({ minimum: 1, maximum: MAX_HOME_DEADLINE_MS }),
 });
 export type HomeRequestWire = Static<typeof HomeRequestBody>;
 

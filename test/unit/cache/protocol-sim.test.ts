@@ -513,7 +513,7 @@ type MemoryHook = (
   node: NodeId,
   op: MemoryOp,
   key: string,
-) => { hold?: Promise<void>; fail?: 'before' | 'after' } | null;
+) => { hold?: Promise<void>; fail?: 'before' | 'after'; refuse?: true } | null;
 
 class SimMemory implements MainMemory {
   constructor(
@@ -525,6 +525,8 @@ class SimMemory implements MainMemory {
     const hook = this.sim.memoryHook?.(this.self.node, op, key) ?? null;
     if (hook?.hold !== undefined) await hook.hold;
     if (hook?.fail === 'before') throw memoryError('connection refused');
+    // A write refused as if fenced out (nothing stored), whatever the fence really is.
+    if (hook?.refuse === true) return (await this.sim.memory(this.self, () => false)) as T;
     const result = await this.sim.memory(this.self, fn);
     if (hook?.fail === 'after') throw memoryError('connection reset: the command ran, its answer is lost');
     return result;
@@ -720,6 +722,11 @@ interface ScenarioOptions {
   faults?: boolean;
   /** With `faults`: also periods in which a node's memory calls fail. */
   memoryFaults?: boolean;
+  /**
+   * With `faults`: freezes and cuts stay well under a lease (write-back promises nothing lost and a
+   * linearizable history under those; longer ones may cost a cut-off node its dirty lines).
+   */
+  shortFaults?: boolean;
   restarts?: number;
   dropInvalidations?: boolean;
   /** Share of memory calls that take 10-40 ms. */
@@ -740,6 +747,7 @@ async function faultDriver(
   until: number,
   log: string[],
   memoryFaults: boolean,
+  shortFaults: boolean,
 ): Promise<void> {
   const t0 = performance.now();
   const at = (): string => `+${Math.round(performance.now() - t0)}ms`;
@@ -755,14 +763,18 @@ async function faultDriver(
       sim.fixMemory(node);
     } else if (dice < 0.4) {
       // Frozen shorter than the lease half of the time, longer (the home gives up on it) otherwise.
-      const ms = dice < 0.2 ? rng.int(20, LEASE_MS - 30) : rng.int(LEASE_MS + 50, 4 * LEASE_MS);
+      const ms = shortFaults
+        ? rng.int(10, Math.round(0.4 * LEASE_MS))
+        : dice < 0.2
+          ? rng.int(20, LEASE_MS - 30)
+          : rng.int(LEASE_MS + 50, 4 * LEASE_MS);
       log.push(`${at()} freeze ${node} ${ms}ms`);
       sim.freeze(node);
       await sleep(ms);
       sim.thaw(node);
     } else {
       const mode: Unreachable = dice < 0.6 ? 'unknown' : dice < 0.8 ? 'refused' : 'flaky';
-      const ms = rng.int(LEASE_MS / 2, 4 * LEASE_MS);
+      const ms = shortFaults ? rng.int(10, Math.round(0.3 * LEASE_MS)) : rng.int(LEASE_MS / 2, 4 * LEASE_MS);
       log.push(`${at()} cut ${node} (${mode}) ${ms}ms`);
       sim.cut(node, mode);
       await sleep(ms);
@@ -804,7 +816,9 @@ async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       );
     }
   }
-  if (o.faults === true) tasks.push(faultDriver(sim, rng.fork(), until, log, o.memoryFaults ?? false));
+  if (o.faults === true) {
+    tasks.push(faultDriver(sim, rng.fork(), until, log, o.memoryFaults ?? false, o.shortFaults ?? false));
+  }
   if (o.restarts !== undefined) tasks.push(restartDriver(sim, rng.fork(), o.restarts, o.durationMs, log));
   await Promise.all(tasks);
   sim.clearFaults();
@@ -1016,6 +1030,20 @@ describe('cache protocol simulation (3 nodes in process)', () => {
       durationMs: 4_000,
       faults: true,
       memoryFaults: true,
+      slowMemory: 0.1,
+    });
+  });
+
+  it('3c. write-back with short freezes and cuts, and memory errors', { timeout: 40_000 }, async (t) => {
+    await scenario(t, {
+      name: 'short faults and memory errors, write-back',
+      seed: seedFor(18),
+      policy: 'write-back',
+      maxOpsPerClient: 400,
+      durationMs: 4_000,
+      faults: true,
+      memoryFaults: true,
+      shortFaults: true,
       slowMemory: 0.1,
     });
   });
@@ -1270,10 +1298,12 @@ describe('cache protocol simulation (3 nodes in process)', () => {
     async () => {
       // Write-back. X and S share k (S, the smaller id, is the one the home asks for data); X also
       // holds k2 dirty. The home H reads k and asks S, which is stalled for a moment. Meanwhile H
-      // writes k2: X's write-back of k2 fails, an answer that makes H give X up at once, while X's
+      // writes k2: X's write-back of k2 is refused, an answer that makes H give X up at once, while X's
       // lease still runs. H's read of k then completes: if it dropped X's listing of k (X being
       // given up on), S's write of k right after would not invalidate X, and X would serve the old
       // value as a hit until its lease ran out. X must not serve it once S's write has returned.
+      // (X's write-back is refused as fenced out: an answer the home takes as final. One that merely
+      // fails is asked again until the lease bound.)
       const { sim, keys, k2, h, a: s, b: x, hist } = await directed(seedFor(11), 'write-back');
 
       assertKnown(await hist.write(x, 'v1')); // M at x
@@ -1286,7 +1316,7 @@ describe('cache protocol simulation (3 nodes in process)', () => {
       sim.memoryHook = (node, op, key) => {
         if (node !== x || op !== 'write' || key !== k2) return null;
         sim.memoryHook = null;
-        return { fail: 'before' };
+        return { refuse: true };
       };
       const k2Write = sim.instance(h).svc.put(k2, { present: true, value: 'w2' });
       for (let i = 0; sim.metrics.revocations === 0; i++) {
@@ -1346,6 +1376,61 @@ describe('cache protocol simulation (3 nodes in process)', () => {
       assert.ok(isDssError(err) && err.code === 'timeout', `expected the home's timeout: ${String(err)}`);
       await hist.read(x);
       await hist.check(keys, `writer ${x}, sharer ${r}, home ${h}`, 4 * LEASE_MS);
+    },
+  );
+
+  it(
+    'a holder whose memory fails for a lease while it is snooped keeps its dirty line',
+    { timeout: 30_000 },
+    async () => {
+      // Write-back: X holds k in M with a value memory has never seen. R reads k, so the home snoops
+      // X, whose write-back fails: its Redis is away for a lease. X answers 503; the home must ask
+      // again (as it does for silence) rather than give X up, which would cost it the line and give
+      // R the value from before X's acknowledged write.
+      const { sim, keys, k, x, r } = await writtenBackLater(seedFor(16));
+      assert.equal(sim.store.read(k).present, false, "the value is only in X's L1");
+      const failUntil = performance.now() + LEASE_MS;
+      let failed = 0;
+      sim.memoryHook = (node, op, key) => {
+        if (node !== x || op !== 'write' || key !== k || performance.now() >= failUntil) return null;
+        failed++;
+        return { fail: 'before' };
+      };
+      const got = await sim.instance(r).svc.get(k);
+      sim.memoryHook = null;
+      assert.ok(failed > 0, 'the write-back failed at least once');
+      assert.deepEqual(got.data, { present: true, value: 'v1' });
+      assert.equal(sim.metrics.revocations, 0, 'no holder was given up on');
+      assert.deepEqual(sim.store.read(k), { present: true, value: 'v1' });
+      await quietThenCheck(sim, keys);
+    },
+  );
+
+  it(
+    'a graceful stop writes back every dirty line though memory fails some writes',
+    { timeout: 30_000 },
+    async () => {
+      // Write-back: X holds three keys in M that memory has never seen. X stops gracefully while its
+      // memory fails the first write-back of each key once: every value must still reach memory.
+      const sim = new Sim(new Rng(seedFor(17)), 'write-back');
+      await sim.start();
+      const keys = pickKeys(sim.ring, KEYS_PER_HOME).slice(0, 3);
+      const x = NODES[0]!;
+      for (const [i, k] of keys.entries())
+        await sim.instance(x).svc.put(k, { present: true, value: `v${i}` });
+      for (const k of keys) assert.equal(sim.store.read(k).present, false);
+      const failedOnce = new Set<string>();
+      sim.memoryHook = (node, op, key) => {
+        if (node !== x || op !== 'write' || failedOnce.has(key)) return null;
+        failedOnce.add(key);
+        return { fail: 'before' };
+      };
+      await sim.instance(x).svc.stop();
+      sim.memoryHook = null;
+      assert.equal(failedOnce.size, 3);
+      for (const [i, k] of keys.entries())
+        assert.deepEqual(sim.store.read(k), { present: true, value: `v${i}` });
+      await sim.stopAll();
     },
   );
 });
