@@ -31,6 +31,13 @@ export type QueueStats = StatsReply;
 export type NackResult = NackReply;
 export type AckResult = AckReply;
 
+/** What identifies one delivery of a message: its id and the delivery_count it came with. */
+export type DeliveryRef = Pick<QueueDelivery, 'id' | 'delivery_count'>;
+
+function deliveryBody(d: string | DeliveryRef): { id: string; delivery_count?: number } {
+  return typeof d === 'string' ? { id: d } : { id: d.id, delivery_count: d.delivery_count };
+}
+
 /** One delivered message. Ack or nack it by `id`; unacked, it comes back after its visibility deadline. */
 export interface QueueDelivery<T = Json> {
   id: string;
@@ -177,13 +184,21 @@ export class QueueClient {
     return list.length === 0 ? null : (list as QueueDelivery<T>[]);
   }
 
-  /** Acks one delivered message; 404 unknown_message (not pending: unknown, acked, or redelivered) throws. */
-  async ack(queue: string, id: string, req: RequestOptions = {}): Promise<{ acked: number }> {
+  /**
+   * Acks one delivered message; 404 unknown_message (not pending: unknown, acked, or redelivered)
+   * throws. Given the delivery itself rather than its id, the ack carries its delivery_count as a
+   * receipt: if the message was delivered again since (its visibility ran out), nothing happens.
+   */
+  async ack(
+    queue: string,
+    delivery: string | DeliveryRef,
+    req: RequestOptions = {},
+  ): Promise<{ acked: number }> {
     try {
       return await this.client.request<AckResult>(
         'POST',
         '/queue/ack',
-        { queue, id },
+        { queue, ...deliveryBody(delivery) },
         await this.routed(queue, req),
       );
     } catch (e) {
@@ -206,13 +221,14 @@ export class QueueClient {
 
   /**
    * Gives a delivered message back: ready again at once (at the head of the queue), or dead-lettered
-   * when it has used up its deliveries. 404 unknown_message when it is not pending.
+   * when it has used up its deliveries. 404 unknown_message when it is not pending (with the
+   * delivery given, when it is not pending under that delivery any more).
    */
-  async nack(queue: string, id: string, req: RequestOptions = {}): Promise<NackResult> {
+  async nack(queue: string, delivery: string | DeliveryRef, req: RequestOptions = {}): Promise<NackResult> {
     return this.client.request<NackResult>(
       'POST',
       '/queue/nack',
-      { queue, id },
+      { queue, ...deliveryBody(delivery) },
       await this.routed(queue, req),
     );
   }
@@ -343,7 +359,7 @@ class ConsumerLoop<T> implements Consumer {
       return;
     }
     try {
-      await this.q.ack(this.queue, d.id, this.req);
+      await this.q.ack(this.queue, d, this.req);
     } catch (e) {
       this.report(e, { stage: 'ack', queue: this.queue, delivery: d });
     }
@@ -352,7 +368,7 @@ class ConsumerLoop<T> implements Consumer {
   /** Nack: ready again at once. If that fails the visibility deadline brings the message back anyway. */
   private async giveBack(d: QueueDelivery<T>): Promise<void> {
     try {
-      await this.q.nack(this.queue, d.id, this.req);
+      await this.q.nack(this.queue, d, this.req);
     } catch (e) {
       this.report(e, { stage: 'nack', queue: this.queue, delivery: d });
     }

@@ -191,15 +191,17 @@ export class QueueService {
    * `id` (one message) answers 404 unknown_message when it is not pending; a list counts what it
    * acked and skips the rest, however many ids it has.
    */
-  async ack(queue: string, ids: string | readonly string[]): Promise<number> {
+  async ack(queue: string, ids: string | readonly string[], receipt?: number): Promise<number> {
     const n =
-      typeof ids === 'string' ? await this.opts.store.ack(queue, ids) : await this.opts.store.ack(queue, ids);
+      typeof ids === 'string'
+        ? await this.opts.store.ack(queue, ids, receipt)
+        : await this.opts.store.ack(queue, ids);
     this.opts.metrics.messages('ack', n);
     return n;
   }
 
-  async nack(queue: string, id: string): Promise<NackOutcome> {
-    const state = await this.opts.store.nack(queue, id, this.opts.maxDeliveries);
+  async nack(queue: string, id: string, receipt?: number): Promise<NackOutcome> {
+    const state = await this.opts.store.nack(queue, id, this.opts.maxDeliveries, receipt);
     this.opts.metrics.messages(state === 'dead' ? 'dead' : 'nack', 1);
     if (state === 'ready') this.wake(queue);
     return state;

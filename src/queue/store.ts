@@ -380,16 +380,22 @@ export class QueueStore {
   /**
    * Deletes pending messages. With one id, an id that is not pending (unknown, already acked, or
    * redelivered after its deadline) is a 404 `unknown_message`; with a list, the count says how
-   * many were acked and ids that were not pending are skipped without effect.
+   * many were acked and ids that were not pending are skipped without effect. A `receipt` (the
+   * delivery_count of the delivery being acked) makes a single ack act on that delivery only: one
+   * made since to another consumer counts as not pending.
    */
-  async ack(queue: string, id: string): Promise<1>;
+  async ack(queue: string, id: string, receipt?: number): Promise<1>;
   async ack(queue: string, ids: readonly string[]): Promise<number>;
-  async ack(queue: string, idOrIds: string | readonly string[]): Promise<number> {
+  async ack(queue: string, idOrIds: string | readonly string[], receipt?: number): Promise<number> {
     const k = queueKeys(queue);
     const ids = typeof idOrIds === 'string' ? [idOrIds] : idOrIds;
     ids.forEach(checkId);
     if (ids.length === 0) return 0;
-    const acked = asInt('ack', await this.run('ack', [k.pending, k.msg, k.dc], ids));
+    if (receipt !== undefined) checkInt('delivery_count', receipt, 1);
+    const acked = asInt(
+      'ack',
+      await this.run('ack', [k.pending, k.msg, k.dc], [receipt === undefined ? '' : String(receipt), ...ids]),
+    );
     if (typeof idOrIds === 'string' && acked === 0) {
       throw new DssError('unknown_message', `no pending message ${idOrIds} in queue ${queue}`);
     }
@@ -399,13 +405,22 @@ export class QueueStore {
   /**
    * Makes a pending message deliverable again at once: at the head of ready, so it is the next one
    * delivered, or to dead when it has already been delivered maxDeliveries times (0 = no limit).
-   * Not pending -> 404 `unknown_message`, nothing changed.
+   * Not pending (or, with a `receipt`, pending under another delivery) -> 404 `unknown_message`,
+   * nothing changed.
    */
-  async nack(queue: string, id: string, maxDeliveries = 0): Promise<NackOutcome> {
+  async nack(queue: string, id: string, maxDeliveries = 0, receipt?: number): Promise<NackOutcome> {
     const k = queueKeys(queue);
     checkId(id);
     checkInt('max_deliveries', maxDeliveries, 0);
-    const r = asInt('nack', await this.run('nack', [k.pending, k.ready, k.dead, k.dc], [id, maxDeliveries]));
+    if (receipt !== undefined) checkInt('delivery_count', receipt, 1);
+    const r = asInt(
+      'nack',
+      await this.run(
+        'nack',
+        [k.pending, k.ready, k.dead, k.dc],
+        [id, maxDeliveries, receipt === undefined ? '' : String(receipt)],
+      ),
+    );
     if (r === 0) throw new DssError('unknown_message', `no pending message ${id} in queue ${queue}`);
     if (r === 1) return 'ready';
     if (r === 2) return 'dead';

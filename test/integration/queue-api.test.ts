@@ -198,6 +198,20 @@ describe('queue API (real processes, private Redis)', () => {
     );
   });
 
+  it('an ack or nack with a receipt acts only on that delivery', async () => {
+    await call(urls[0]!, 'POST', '/queue/push', { queue: 'api-receipt', message: 'r' });
+    const popped = await call(urls[1]!, 'POST', '/queue/pop', { queue: 'api-receipt' });
+    const { id, delivery_count } = popped.body as { id: string; delivery_count: number };
+    assert.equal(delivery_count, 1);
+    const stale = { queue: 'api-receipt', id, delivery_count: 2 };
+    assert.equal((await call(urls[2]!, 'POST', '/queue/nack', stale)).status, 404);
+    assert.equal((await call(urls[2]!, 'POST', '/queue/ack', stale)).status, 404);
+    const batch = { queue: 'api-receipt', ids: [id], delivery_count: 1 };
+    assert.equal((await call(urls[0]!, 'POST', '/queue/ack', batch)).status, 400);
+    const ok = await call(urls[0]!, 'POST', '/queue/ack', { queue: 'api-receipt', id, delivery_count: 1 });
+    assert.deepEqual([ok.status, ok.body], [200, { acked: 1 }]);
+  });
+
   it('rejects bad input with 400 naming the problem', async () => {
     const both = await call(urls[0]!, 'POST', '/queue/push', { queue: 'q', message: 1, messages: [2] });
     assert.equal(both.status, 400);

@@ -211,6 +211,21 @@ describe('queue store (real redis-server)', () => {
     );
   });
 
+  it('a receipt keeps a late ack or nack from touching a later delivery', async () => {
+    const q = freshQueue('receipt');
+    const [id] = await store.push(q, ['m']);
+    // Consumer A's delivery (count 1) runs out and the message goes to B (count 2).
+    await store.pop(q, { max: 1, visibilityMs: 100, nowMs: 1000, maxDeliveries: 10 });
+    assert.equal((await store.redeliverExpired(q, 1100, 10)).requeued, 1);
+    await store.pop(q, { max: 1, visibilityMs: 100, nowMs: 1200, maxDeliveries: 10 });
+    const before = await snapshot(redis, q);
+    assert.equal((await rejection(store.nack(q, id!, 2, 1))).code, 'unknown_message');
+    assert.equal((await rejection(store.ack(q, id!, 1))).code, 'unknown_message');
+    assert.deepEqual(await snapshot(redis, q), before, "A's late answers changed nothing");
+    assert.equal(await store.ack(q, id!, 2), 1);
+    assert.deepEqual(await store.stats(q), { ready: 0, pending: 0, dead: 0 });
+  });
+
   it('extend moves a pending deadline; an id that is not pending is refused', async () => {
     const q = freshQueue('extend');
     const [id1] = await store.push(q, ['m']);
@@ -492,8 +507,8 @@ type Op =
   | { op: 'push'; messages: number[] }
   | { op: 'pop'; max: number; vis: number; now: number; maxd: number }
   | { op: 'ack'; ids: string[] }
-  | { op: 'ackOne'; id: string }
-  | { op: 'nack'; id: string; maxd: number }
+  | { op: 'ackOne'; id: string; receipt?: number }
+  | { op: 'nack'; id: string; maxd: number; receipt?: number }
   | { op: 'extend'; id: string; deadline: number }
   | { op: 'redeliver'; now: number; maxd: number; limit: number }
   | { op: 'unpop'; pairs: [id: string, count: number][] }
@@ -529,8 +544,21 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     weight: 1,
     arbitrary: fc.record({ op: fc.constant('ack' as const), ids: fc.array(idArb, { maxLength: 4 }) }),
   },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('ackOne' as const), id: idArb }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('nack' as const), id: idArb, maxd: maxdArb }) },
+  // Receipts from 1 to 3 match a pending delivery's count often enough to exercise both outcomes.
+  {
+    weight: 1,
+    arbitrary: fc.record(
+      { op: fc.constant('ackOne' as const), id: idArb, receipt: fc.integer({ min: 1, max: 3 }) },
+      { requiredKeys: ['op', 'id'] },
+    ),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record(
+      { op: fc.constant('nack' as const), id: idArb, maxd: maxdArb, receipt: fc.integer({ min: 1, max: 3 }) },
+      { requiredKeys: ['op', 'id', 'maxd'] },
+    ),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('extend' as const), id: idArb, deadline: timeArb }) },
   {
     weight: 2,
@@ -567,9 +595,9 @@ async function applyToStore(store: QueueStore, q: string, op: Op): Promise<unkno
       case 'ack':
         return await store.ack(q, op.ids);
       case 'ackOne':
-        return await store.ack(q, op.id);
+        return await store.ack(q, op.id, op.receipt);
       case 'nack':
-        return await store.nack(q, op.id, op.maxd);
+        return await store.nack(q, op.id, op.maxd, op.receipt);
       case 'extend':
         return await store.extend(q, op.id, op.deadline);
       case 'redeliver':
@@ -638,8 +666,10 @@ class Model {
       case 'ack':
       case 'ackOne': {
         const ids = op.op === 'ack' ? op.ids : [op.id];
+        const receipt = op.op === 'ackOne' ? op.receipt : undefined;
         let n = 0;
         for (const id of ids) {
+          if (receipt !== undefined && this.dc.get(id) !== receipt) continue;
           if (!this.pending.delete(id)) continue;
           this.msg.delete(id);
           this.dc.delete(id);
@@ -648,6 +678,8 @@ class Model {
         return op.op === 'ackOne' && n === 0 ? { error: 'unknown_message' } : n;
       }
       case 'nack':
+        if (op.receipt !== undefined && this.dc.get(op.id) !== op.receipt)
+          return { error: 'unknown_message' };
         if (!this.pending.delete(op.id)) return { error: 'unknown_message' };
         if (this.exhausted(op.id, op.maxd)) {
           this.dead.push(op.id);

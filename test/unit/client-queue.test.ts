@@ -318,6 +318,11 @@ describe('client.queue', () => {
         [['handler', 'fail']],
       );
       assert.equal(fq.list('work').length + fq.pend('work').size, 0);
+      // Each answer names the delivery it answers (a late one must not touch a redelivery).
+      const receipts = fq.log
+        .filter((l) => (l.op === 'ack' || l.op === 'nack') && l.body.queue === 'work')
+        .map((l) => (l.body as { delivery_count?: unknown }).delivery_count);
+      assert.deepEqual(receipts.sort(), [1, 1, 1, 1, 2]);
     });
 
     it('keeps polling after 503s, reporting them, with backoff', async () => {

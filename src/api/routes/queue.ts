@@ -87,11 +87,17 @@ export function queueRoutes(deps: QueueRoutesDeps): FastifyPluginCallbackTypebox
       if ((b.id !== undefined) === (b.ids !== undefined)) {
         throw new DssError('bad_request', 'body must have exactly one of id or ids');
       }
-      return { code: 200, payload: { acked: await service.ack(b.queue, b.ids ?? b.id!) } };
+      if (b.ids !== undefined && b.delivery_count !== undefined) {
+        throw new DssError('bad_request', 'delivery_count goes with a single id, not with ids');
+      }
+      return {
+        code: 200,
+        payload: { acked: await service.ack(b.queue, b.ids ?? b.id!, b.delivery_count) },
+      };
     };
-    const nack = async (b: { queue: string; id: string }): Promise<Answer> => ({
+    const nack = async (b: { queue: string; id: string; delivery_count?: number }): Promise<Answer> => ({
       code: 200,
-      payload: { queue: b.queue, id: b.id, state: await service.nack(b.queue, b.id) },
+      payload: { queue: b.queue, id: b.id, state: await service.nack(b.queue, b.id, b.delivery_count) },
     });
     const stats = async (b: { queue: string }): Promise<Answer> => ({
       code: 200,

@@ -58,17 +58,30 @@ export const PopResponse = Type.Object(
   { description: '{queue, id, message, delivery_count} for max 1, {queue, messages} for max > 1' },
 );
 
+/** A delivery's receipt: ack or nack only if the message is still pending under that delivery. */
+const Receipt = Type.Integer({
+  minimum: 1,
+  description:
+    'the delivery_count of the delivery being answered: if the message was delivered again since ' +
+    '(its visibility ran out), the call changes nothing and answers 404',
+});
+
 export const AckBody = Type.Object(
   {
     queue: Identifier,
     id: Type.Optional(MessageId),
     ids: Type.Optional(Type.Array(MessageId, { minItems: 1, maxItems: MAX_BATCH })),
+    delivery_count: Type.Optional(Receipt),
   },
-  { description: 'exactly one of id or ids' },
+  { description: 'exactly one of id or ids; delivery_count only with id' },
 );
 export const AckResponse = Type.Object({ acked: Count });
 
-export const NackBody = Type.Object({ queue: Identifier, id: MessageId });
+export const NackBody = Type.Object({
+  queue: Identifier,
+  id: MessageId,
+  delivery_count: Type.Optional(Receipt),
+});
 export const NackResponse = Type.Object({
   queue: Type.String(),
   id: Type.String(),
