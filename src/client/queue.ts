@@ -23,6 +23,7 @@
 // - stats: a GET, always safe.
 import type { Json } from '../raft/types.js';
 import type { AckReply, DeliveryWire, NackReply, PopReply, StatsReply } from '../api/schemas/queue.js';
+import { MAX_BATCH, MAX_POP_WAIT_MS, MAX_VISIBILITY_MS } from '../queue/limits.js';
 import { DEFAULT_VNODES, HashRing } from '../queue/ring.js';
 import type { DssClient, RequestOptions } from './client.js';
 import { DssHttpError } from './errors.js';
@@ -248,6 +249,15 @@ export class QueueClient {
    * reported to onError and retried with backoff; the loop never stops by itself.
    */
   consume<T = Json>(queue: string, handler: MessageHandler<T>, opts: ConsumeOptions<T> = {}): Consumer {
+    // Values every pop would be refused for (400) would make the loop fail forever: refuse them here.
+    const check = (name: string, v: number | undefined, min: number, max: number): void => {
+      if (v !== undefined && !(Number.isInteger(v) && v >= min && v <= max))
+        throw new RangeError(`consume: ${name} must be an integer from ${min} to ${max}, got ${v}`);
+    };
+    check('waitMs', opts.waitMs, 0, MAX_POP_WAIT_MS);
+    check('visibilityMs', opts.visibilityMs, 1, MAX_VISIBILITY_MS);
+    check('concurrency', opts.concurrency, 1, Number.MAX_SAFE_INTEGER);
+    check('max', opts.max, 1, MAX_BATCH);
     return new ConsumerLoop<T>(this, queue, handler, opts);
   }
 }
@@ -276,7 +286,8 @@ class ConsumerLoop<T> implements Consumer {
     private readonly opts: ConsumeOptions<T>,
   ) {
     this.concurrency = Math.max(1, Math.floor(opts.concurrency ?? 1));
-    this.max = Math.max(1, Math.floor(opts.max ?? this.concurrency));
+    // A pop takes at most MAX_BATCH: more handlers than that just take several pops to fill.
+    this.max = Math.min(MAX_BATCH, Math.max(1, Math.floor(opts.max ?? this.concurrency)));
     this.req = opts.request ?? {};
     this.done = this.loop();
   }

@@ -325,6 +325,37 @@ describe('client.queue', () => {
       assert.deepEqual(receipts.sort(), [1, 1, 1, 1, 2]);
     });
 
+    it(
+      'refuses options every pop would be refused for; many handlers take pops of at most 1000',
+      { timeout: 60_000 },
+      async () => {
+        const noop = (): void => undefined;
+        for (const bad of [
+          { waitMs: 30_001 },
+          { waitMs: -1 },
+          { max: 1001 },
+          { visibilityMs: 0 },
+          { concurrency: 0 },
+        ]) {
+          assert.throws(() => raw.queue.consume('work', noop, bad), RangeError, JSON.stringify(bad));
+        }
+        fq.push(
+          'many',
+          Array.from({ length: 1100 }, (_, i) => i),
+        );
+        const consumer = raw.queue.consume('many', noop, { concurrency: 1_200, waitMs: 50 });
+        try {
+          await waitFor('every message acked', () => fq.count('ack', 'many') === 1100, { timeoutMs: 30_000 });
+        } finally {
+          await consumer.stop();
+        }
+        const maxes = fq.log
+          .filter((l) => l.op === 'pop' && l.body.queue === 'many')
+          .map((l) => (l.body as { max?: number }).max ?? 1);
+        assert.ok(Math.max(...maxes) <= 1000, `pops asked for ${Math.max(...maxes)}`);
+      },
+    );
+
     it('keeps polling after 503s, reporting them, with backoff', async () => {
       fq.failPops = 3;
       fq.push('work', ['a']);
