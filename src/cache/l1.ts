@@ -120,8 +120,12 @@ const randomGen = (): number => Math.floor(Math.random() * 2 ** 40);
  */
 const GEN_ROOM = 2 ** 24;
 
-/** How soon an eviction whose write-back failed is tried again (while the L1 is over capacity). */
-const EVICTION_RETRY_MS = 100;
+/**
+ * How soon evictions whose write-back failed are tried again (while the L1 is over capacity): from
+ * twice this, doubling up to EVICTION_RETRY_MAX_MS while memory keeps failing.
+ */
+const EVICTION_RETRY_MS = 50;
+const EVICTION_RETRY_MAX_MS = 2_000;
 
 /** How long a dropped dirty line's write-back is retried when memory keeps failing it. */
 const LATE_WRITE_BACK_MS = 30_000;
@@ -160,6 +164,11 @@ export class CacheL1 {
   private readonly selfGen = randomGen();
   /** Write-backs of dropped dirty lines that failed once and are being retried (see dropLine). */
   private readonly lateWriteBacks = new Set<Promise<void>>();
+  /** A pending retry of failed evictions (one at a time, however many failed). */
+  private evictionRetry: NodeJS.Timeout | null = null;
+  private evictionRetryMs = EVICTION_RETRY_MS;
+  /** When a stop gives up on write-backs still failing (set by stop()). */
+  private stopDeadline = Number.POSITIVE_INFINITY;
   private stopping = false;
   private started = false;
   private timer: NodeJS.Timeout | null = null;
@@ -328,15 +337,17 @@ export class CacheL1 {
    * so it is not given up but written again and again in the background. Fencing keeps a late write
    * from ever overwriting anything newer: it lands only if nobody has read or written the key in
    * memory since, and the home waits out our lease before it fences and reads. It ends when the
-   * write lands or is fenced out, or after LATE_WRITE_BACK_MS (a stop waits for it, up to its own
-   * deadline).
+   * write lands or is fenced out, or after LATE_WRITE_BACK_MS, or at a stop's deadline (a stop
+   * waits for it until then).
    */
   private retryWriteBack(key: string, line: LineRec, first: unknown): void {
     const giveUpAt = this.now() + LATE_WRITE_BACK_MS;
     const run = (async () => {
       let last = first;
-      for (let attempt = 0; this.now() < giveUpAt; attempt++) {
-        await new Promise((r) => setTimeout(r, Math.min(25 * 2 ** attempt, 250)));
+      for (let attempt = 0; ; attempt++) {
+        // Unref'd: a stopped node whose Redis stays away must not be kept alive by this.
+        await new Promise((r) => setTimeout(r, Math.min(25 * 2 ** attempt, 250)).unref());
+        if (this.now() >= Math.min(giveUpAt, this.stopDeadline)) break;
         try {
           if (await this.opts.memory.write(key, line.token, line.data)) {
             this.opts.metrics?.writeback();
@@ -761,7 +772,10 @@ export class CacheL1 {
    * write-back fails does not stop the others; if any failed, the error comes after all were tried.
    */
   async flush(): Promise<number> {
-    const { written, failed, error } = await this.writeBack([...this.l1.entries()].map(([key]) => key));
+    const { written, failed, error } = await this.writeBack(
+      [...this.l1.entries()].map(([key]) => key),
+      this.now() + this.deadlineMs,
+    );
     if (failed.length > 0) {
       throw new DssError(
         'unavailable',
@@ -772,13 +786,25 @@ export class CacheL1 {
     return written;
   }
 
-  /** Write-back of the dirty lines among `keys`, each on its own: the keys that failed, and why. */
-  private async writeBack(keys: string[]): Promise<{ written: number; failed: string[]; error: unknown }> {
+  /**
+   * Write-back of the dirty lines among `keys`, each on its own: the keys that failed or that the
+   * deadline left untried (those first, so that the next pass starts with them), and why. A hung
+   * Redis makes each write wait out its command timeout: the deadline bounds the pass.
+   */
+  private async writeBack(
+    keys: string[],
+    deadline: number,
+  ): Promise<{ written: number; failed: string[]; error: unknown }> {
     let written = 0;
     const failed: string[] = [];
+    const untried: string[] = [];
     let error: unknown;
     for (const key of keys) {
       if (this.l1.peek(key)?.dirty !== true) continue;
+      if (this.now() >= deadline) {
+        untried.push(key);
+        continue;
+      }
       try {
         // One key at a time with the key's other operations, so a newer value written meanwhile is
         // never overwritten by this older snapshot.
@@ -798,7 +824,8 @@ export class CacheL1 {
         error ??= e;
       }
     }
-    return { written, failed, error };
+    if (untried.length > 0) error ??= new Error(`${untried.length} write-backs left untried by the deadline`);
+    return { written, failed: [...untried, ...failed], error };
   }
 
   /** Graceful stop: no new operations, every M line to memory, then leave every home. */
@@ -809,16 +836,21 @@ export class CacheL1 {
     // Operations already running finish first (a PUT whose grant is on its way installs its line),
     // so the flush below sees every line they leave.
     const deadline = this.now() + this.deadlineMs + 1_000;
+    this.stopDeadline = deadline;
+    if (this.evictionRetry !== null) clearTimeout(this.evictionRetry);
     while (this.slots.size > 0 && this.now() < deadline) {
       const pending = [...this.slots.values()].map((slot) => slot.tail);
       await bounded(Promise.all(pending), deadline - this.now());
     }
     // Every dirty line is tried; those that fail (Redis away for a moment) are tried again until
     // the deadline, and only then given up, with how many were lost.
-    let { written, failed, error } = await this.writeBack([...this.l1.entries()].map(([key]) => key));
+    let { written, failed, error } = await this.writeBack(
+      [...this.l1.entries()].map(([key]) => key),
+      deadline,
+    );
     while (failed.length > 0 && this.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(100, Math.max(0, deadline - this.now()))));
-      const again = await this.writeBack(failed);
+      const again = await this.writeBack(failed, deadline);
       written += again.written;
       failed = again.failed;
       error = again.error ?? error;
@@ -890,7 +922,10 @@ export class CacheL1 {
       if (cur.dirty) {
         if (!(await this.opts.memory.write(key, cur.token, cur.data))) {
           this.opts.onEvent?.('evicted dirty line fenced out by its home; its value is lost', { key });
-        } else this.opts.metrics?.writeback();
+        } else {
+          this.opts.metrics?.writeback();
+          this.evictionRetryMs = EVICTION_RETRY_MS;
+        }
       }
       if (this.l1.peek(key) === cur) {
         this.l1.delete(key);
@@ -900,10 +935,17 @@ export class CacheL1 {
       .catch((e: unknown) => {
         // Memory unreachable: the line stays (still M), over the capacity, and is tried again soon
         // (or at the next eviction), so the L1 shrinks back once memory answers again.
-        this.opts.onEvent?.('write-back on eviction failed', { key, err: String(e) });
-        setTimeout(() => {
-          if (!this.stopping) this.shrinkTo(this.opts.capacity);
-        }, EVICTION_RETRY_MS).unref();
+        // One retry timer for all of them, backing off while memory keeps failing, and one log
+        // line per retry round rather than one per line.
+        if (this.evictionRetry === null) {
+          this.opts.onEvent?.('write-back on eviction failed', { key, err: String(e) });
+          this.evictionRetryMs = Math.min(this.evictionRetryMs * 2, EVICTION_RETRY_MAX_MS);
+          this.evictionRetry = setTimeout(() => {
+            this.evictionRetry = null;
+            if (!this.stopping) this.shrinkTo(this.opts.capacity);
+          }, this.evictionRetryMs);
+          this.evictionRetry.unref();
+        }
       })
       .finally(() => this.leaving.delete(key));
   }

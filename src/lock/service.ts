@@ -385,9 +385,12 @@ export class LockService {
     }
     if (st.role !== 'leader') return;
     if (this.extendedTerm !== st.term) {
-      this.extendFor(st.term).catch((err: unknown) =>
-        this.opts.logger.debug({ err: String(err) }, 'extend_all failed'),
-      );
+      // Once per term: a proposal in flight already has its handler.
+      if (this.extension?.term !== st.term) {
+        this.extendFor(st.term).catch((err: unknown) =>
+          this.opts.logger.debug({ err: String(err) }, 'extend_all failed'),
+        );
+      }
       return;
     }
     const now = this.now();
@@ -418,13 +421,19 @@ export class LockService {
    * proposal that follows fails as on any node that is not the leader.
    */
   private async leaderReady(): Promise<void> {
-    let st: RaftStatus;
-    try {
-      st = this.requireRaft().status();
-    } catch {
-      return;
+    // Again after each wait: the extension may have committed under a later term of this node (a
+    // proposal of an older term resolves when it commits under any leader), whose own extend_all
+    // must still come first.
+    for (;;) {
+      let st: RaftStatus;
+      try {
+        st = this.requireRaft().status();
+      } catch {
+        return;
+      }
+      if (st.role !== 'leader' || this.extendedTerm === st.term) return;
+      await this.extendFor(st.term);
     }
-    if (st.role === 'leader' && this.extendedTerm !== st.term) await this.extendFor(st.term);
   }
 
   /**

@@ -30,7 +30,7 @@
 // through its edge, and detection repeats. While clocks agree, every new cycle goes through C and
 // C's new waiter is the youngest, so the acquire itself is answered `deadlock`. A new leader's
 // extend_all brings holds back to life (and their edges with them): it looks for cycles from each
-// client whose hold it revived, and the youngest waiter of such a cycle is aborted there.
+// client that holds and waits, and the youngest waiter of such a cycle is aborted there.
 // The forward search walks a reduced edge set with the same reachability, given the table's
 // invariants (an exclusive hold is alone; the head waiter is never grantable): an exclusive waiter
 // points at the run of waiters just ahead of it (one exclusive waiter, or consecutive shared
@@ -101,18 +101,12 @@ export class LockTable implements StateMachine {
   private holdsByClient = new Map<string, number>();
   private readonly holdHeap = new IndexedHeap<HoldRec>((h) => h.expires_at);
   private readonly waiterHeap = new IndexedHeap<WaiterRec>((w) => w.wait_until);
-  /**
-   * The latest `now` of any command applied: a hold expired by then may have been left out of a
-   * deadlock search, so extend_all, which may bring it back, searches from its client again.
-   */
-  private latestNow = 0;
 
   // ---------------------------------------------------------------- StateMachine
 
   apply(command: Json, index: number, _term: number): LockResult | LockApplyError {
     const cmd = parseCommand(command);
     if (typeof cmd === 'string') return { error: cmd };
-    if (cmd.now > this.latestNow) this.latestNow = cmd.now;
     switch (cmd.op) {
       case 'acquire':
         return this.acquire(cmd, index);
@@ -130,7 +124,7 @@ export class LockTable implements StateMachine {
   }
 
   /**
-   * `{v, locks: [[resource, holds, waiters], ...], now}` sorted by resource, with each hold flattened to
+   * `{v, locks: [[resource, holds, waiters], ...]}` sorted by resource, with each hold flattened to
    * `client_id, 'x'|'s', fencing_token, expires_at` and each waiter to
    * `client_id, 'x'|'s', ttl_ms, since, wait_until`, in holder and queue order.
    */
@@ -146,7 +140,7 @@ export class LockTable implements StateMachine {
       for (const w of e.waiters) waits.push(w.client_id, modeCode(w.mode), w.ttl_ms, w.since, w.wait_until);
       locks[i] = [name, holds, waits];
     }
-    return { v: SNAPSHOT_VERSION, locks, now: this.latestNow };
+    return { v: SNAPSHOT_VERSION, locks };
   }
 
   /** Resources, holds and waiters: what snapshot() walks. */
@@ -222,8 +216,6 @@ export class LockTable implements StateMachine {
       if (e.holders.length > 0 || e.waiters.length > 0) resources.set(resource, e);
     }
     for (const list of waitsByClient.values()) list.sort((a, b) => a.since - b.since);
-    // Absent from snapshots written before it existed: 0 only means one search fewer after them.
-    this.latestNow = isInt(data.now) ? data.now : 0;
     this.resources = resources;
     this.waitsByClient = waitsByClient;
     this.holdsByClient = new Map();
@@ -449,21 +441,22 @@ export class LockTable implements StateMachine {
    * than it had (counted from `now` if it had already run out here): a hold the old clock still
    * counted as live survives a skew of up to `extend_ms`. Holds expired at the new clock are
    * included because only the old clock could tell them from live ones. Bringing them back brings
-   * back their edges in the wait-for graph, so deadlocks are looked for from the clients of every
-   * hold some command may have counted as expired (expired at the latest `now` applied).
+   * back their edges in the wait-for graph, which an earlier search may have left out (the hold
+   * counted as expired then). Such a cycle goes through the revived holder, which then also waits:
+   * so deadlocks are looked for from every client that holds and waits. That set is the table's
+   * own, the same on every replica whatever entries or snapshot it was rebuilt from.
    */
   private extendAll(extend_ms: number, now: number, index: number): LockResult {
     const holds: HoldRec[] = [];
     this.holdHeap.visitUpTo(Number.MAX_SAFE_INTEGER, (h) => holds.push(h));
-    const revived = new Set<string>();
     for (const h of holds) {
-      if (h.expires_at <= this.latestNow) revived.add(h.client_id);
       h.expires_at = Math.max(h.expires_at, now) + extend_ms;
       this.holdHeap.update(h);
     }
+    const holdingWaiters = [...this.waitsByClient.keys()].filter((c) => this.holdsOf(c) > 0).sort();
     const grants: Grant[] = [];
     const aborted: Aborted[] = [];
-    for (const client of [...revived].sort()) this.breakDeadlocks(client, index, now, grants, aborted);
+    for (const client of holdingWaiters) this.breakDeadlocks(client, index, now, grants, aborted);
     return { op: 'extend_all', extended: holds.length, grants, aborted };
   }
 

@@ -7,7 +7,7 @@ import { anchoredWallClock } from '../clock.js';
 import type { Json } from '../raft/types.js';
 import { withCommandDeadline } from './redis.js';
 import type { HashRing } from './ring.js';
-import type { NackOutcome, PoppedMessage, QueueStats, QueueStore, RedisClient } from './store.js';
+import type { NackOutcome, PoppedMessage, PopResult, QueueStats, QueueStore, RedisClient } from './store.js';
 
 /** Every queue ever pushed to; the monitor's work list. A plain key: SADD/SSCAN work on Redis Cluster. */
 export const QUEUE_REGISTRY_KEY = 'dss:queues';
@@ -148,6 +148,7 @@ export class QueueService {
    * `gone` (the client went away) ends a wait at once, with nothing, so no message is handed to it.
    */
   async pop(queue: string, req: PopRequest, gone?: AbortSignal): Promise<PoppedMessage[]> {
+    if (gone?.aborted) return [];
     const parked = this.parked.get(queue);
     // Earlier long polls come first: a new one may not overtake them, so it only takes what is there
     // when nobody is parked. A pop that may not wait always looks (an empty answer must mean empty).
@@ -265,12 +266,19 @@ export class QueueService {
     // Each script call dead-letters a bounded number of exhausted ids (a long run of them can only
     // come from a lowered QUEUE_MAX_DELIVERIES); go on until it finds enough or ready runs out.
     for (;;) {
-      const res = await this.opts.store.pop(queue, {
-        max: req.max - out.length,
-        visibilityMs: req.visibilityMs ?? this.opts.ackTimeoutMs,
-        nowMs: this.now(),
-        maxDeliveries: this.opts.maxDeliveries,
-      });
+      let res: PopResult;
+      try {
+        res = await this.opts.store.pop(queue, {
+          max: req.max - out.length,
+          visibilityMs: req.visibilityMs ?? this.opts.ackTimeoutMs,
+          nowMs: this.now(),
+          maxDeliveries: this.opts.maxDeliveries,
+        });
+      } catch (e) {
+        // What earlier calls took would reach nobody: back to the queue rather than wait out its visibility.
+        if (out.length > 0) await this.giveBack(queue, out);
+        throw e;
+      }
       if (res.deadLettered > 0) this.opts.metrics.messages('dead', res.deadLettered);
       if (res.messages.length > 0) this.opts.metrics.messages('pop', res.messages.length);
       out.push(...res.messages);
@@ -288,7 +296,8 @@ export class QueueService {
     this.draining.add(queue);
     void this.drain(queue).finally(() => {
       this.draining.delete(queue);
-      this.wokenDuringDrain.delete(queue);
+      // A wake between the drain's last look and here found it still running: serve it now.
+      if (this.wokenDuringDrain.delete(queue)) this.wake(queue);
     });
   }
 

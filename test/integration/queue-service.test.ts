@@ -147,6 +147,11 @@ describe('queue service (real redis-server)', { timeout: 60_000 }, () => {
     gone.abort();
     assert.deepEqual(await waiter, []);
     assert.equal(svc.parkedCount(), 0);
+    // One already gone when its pop starts (it waited for a relay meanwhile) takes nothing either.
+    await svc.push(q, ['early']);
+    assert.deepEqual(await svc.pop(q, { max: 1, waitMs: 10_000 }, gone.signal), []);
+    assert.deepEqual(await svc.stats(q), { ready: 1, pending: 0, dead: 0 });
+    assert.equal((await svc.pop(q, { max: 1, waitMs: 0 }))[0]?.message, 'early');
     // A delivery made for a client that is gone (the route hands it back) returns as if never made.
     const [id] = await svc.push(q, ['x']);
     const taken = await svc.pop(q, { max: 1, waitMs: 0 });

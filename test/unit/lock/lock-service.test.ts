@@ -82,6 +82,11 @@ class FakeRaft implements LockRaft {
     return this.queue.map((p) => p.command);
   }
 
+  /** The ops of the proposals not applied yet, in log order. */
+  pendingOps(): string[] {
+    return this.queue.map((p) => (p.command as { op: string }).op);
+  }
+
   opsOfTerm(term: number): string[] {
     return this.applied.filter((e) => e.term === term).map((e) => (e.command as { op: string }).op);
   }
@@ -152,11 +157,7 @@ describe('LockService: a new leader', () => {
     const b = acquire(svc, 'r', 'B');
     b.catch(() => undefined);
     await flush();
-    assert.deepEqual(
-      raft.pending().map((c) => (c as { op: string }).op),
-      ['extend_all'],
-      'the acquire waits for the extension',
-    );
+    assert.deepEqual(raft.pendingOps(), ['extend_all'], 'the acquire waits for the extension');
     await assert.rejects(until(raft, b), (e: unknown) => code(e) === 'lock_conflict');
     assert.deepEqual(raft.opsOfTerm(2), ['extend_all', 'acquire']);
     // A's hold, run out on the new clock, got an election timeout from now.
@@ -177,6 +178,25 @@ describe('LockService: a new leader', () => {
     assert.deepEqual(raft.opsOfTerm(2), ['extend_all', 'renew', 'release']);
   });
 
+  it('an extension of an older term that commits late does not stand in for this term', async () => {
+    const { clock, svc, raft } = setup();
+    await until(raft, acquire(svc, 'r', 'A', { ttl: 100_000 }));
+    raft.term = 2;
+    clock.now = 50_000;
+    const b = acquire(svc, 'r', 'B');
+    b.catch(() => undefined);
+    await flush();
+    assert.deepEqual(raft.pendingOps(), ['extend_all']);
+    // Leadership moved on and came back in term 4 before term 2's extend_all committed; it commits
+    // now, in term 4, as the first entries of a new term do.
+    raft.term = 4;
+    raft.commit();
+    await flush();
+    assert.deepEqual(raft.pendingOps(), ['extend_all'], "term 4's own extension goes before the acquire");
+    await assert.rejects(until(raft, b), (e: unknown) => code(e) === 'lock_conflict');
+    assert.deepEqual(raft.opsOfTerm(4), ['extend_all', 'extend_all', 'acquire']);
+  });
+
   it('the monitor extends first, then expires', async () => {
     const { clock, svc, raft, tick } = setup();
     await until(raft, acquire(svc, 'r', 'A', { ttl: 100 }));
@@ -190,10 +210,7 @@ describe('LockService: a new leader', () => {
     clock.now = 200 + ELECTION_MS;
     tick();
     await flush();
-    assert.deepEqual(
-      raft.pending().map((c) => (c as { op: string }).op),
-      ['expire'],
-    );
+    assert.deepEqual(raft.pendingOps(), ['expire']);
   });
 });
 
@@ -213,10 +230,7 @@ describe('LockService: blocking acquires', () => {
     const retry = acquire(svc, 'r', 'C', { wait: 30_000 });
     retry.catch(() => undefined);
     await flush();
-    assert.deepEqual(
-      raft.pending().map((c) => (c as { op: string }).op),
-      ['wait_timeout', 'acquire'],
-    );
+    assert.deepEqual(raft.pendingOps(), ['wait_timeout', 'acquire']);
     raft.commit();
     await flush();
     await assert.rejects(first, (e: unknown) => code(e) === 'wait_timeout');

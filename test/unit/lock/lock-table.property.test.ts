@@ -55,13 +55,11 @@ const conflicts = (a: LockMode, b: LockMode) => a === 'exclusive' || b === 'excl
 
 class Reference {
   locks = new Map<string, RLock>();
-  latestNow = 0;
 
   apply(cmd: Json, index: number): { result: Out; checks: AbortCheck[] } {
     const c = cmd as Out;
     if (!this.valid(c)) return { result: { error: '' }, checks: [] };
     const now = c.now as number;
-    this.latestNow = Math.max(this.latestNow, now);
     const checks: AbortCheck[] = [];
     let result: Out;
     switch (c.op) {
@@ -128,20 +126,20 @@ class Reference {
         break;
       }
       default: {
-        // Every hold gets extend_ms more, from now if it had run out; holds expired at the latest
-        // now seen may have been ignored by a cycle search, so it runs again from their clients.
+        // Every hold gets extend_ms more, from now if it had run out; cycles through holds it brings
+        // back are looked for from every client that holds and waits (in name order).
         let extended = 0;
-        const revived = new Set<string>();
         for (const l of this.locks.values()) {
           for (const h of l.hs) {
-            if (h.exp <= this.latestNow) revived.add(h.client);
             h.exp = Math.max(h.exp, now) + (c.extend_ms as number);
             extended++;
           }
         }
+        const holders = new Set([...this.locks.values()].flatMap((l) => l.hs.map((h) => h.client)));
+        const waiters = new Set([...this.locks.values()].flatMap((l) => l.ws.map((w) => w.client)));
         const grants: Out[] = [];
         const aborted: Out[] = [];
-        for (const client of [...revived].sort())
+        for (const client of [...holders].filter((x) => waiters.has(x)).sort())
           this.breakCycles(client, now, index, grants, aborted, checks);
         result = { op: 'extend_all', extended, grants, aborted };
       }

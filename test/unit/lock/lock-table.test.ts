@@ -786,7 +786,6 @@ describe('LockTable: snapshot and restore', () => {
         ['r2', ['c', 'x', 5, 1050], ['d', 's', 100, 6, 1400]],
         ['r3', ['e', 'x', 7, 1100], []],
       ],
-      now: 1000,
     });
   });
 
