@@ -1,8 +1,9 @@
 // The lock table: the lock manager's replicated state machine (SPEC 4.2). Pure and deterministic:
 // it never reads a clock or randomness. Every time-dependent decision uses the command's `now` (the
-// proposing leader's clock), and the log index of the applying entry is the fencing token of every
-// grant that entry makes. Every replica applying the same entries (or restoring the same snapshot
-// and applying the rest) returns the same results and reaches the same state.
+// proposing leader's clock), and a grant's fencing token is the log index of the entry that makes
+// it (the next number up when one entry grants several locks, see nextToken). Every replica applying
+// the same entries (or restoring the same snapshot and applying the rest) returns the same results
+// and reaches the same state.
 //
 // Rules beyond SPEC 4.2, chosen as etcd/ZooKeeper users would expect:
 // - A hold with expires_at <= now counts as gone. Every command on a resource except renew first
@@ -101,6 +102,8 @@ export class LockTable implements StateMachine {
   private holdsByClient = new Map<string, number>();
   private readonly holdHeap = new IndexedHeap<HoldRec>((h) => h.expires_at);
   private readonly waiterHeap = new IndexedHeap<WaiterRec>((w) => w.wait_until);
+  /** The last fencing token given (see nextToken). */
+  private lastToken = 0;
 
   // ---------------------------------------------------------------- StateMachine
 
@@ -124,7 +127,7 @@ export class LockTable implements StateMachine {
   }
 
   /**
-   * `{v, locks: [[resource, holds, waiters], ...]}` sorted by resource, with each hold flattened to
+   * `{v, locks: [[resource, holds, waiters], ...], token}` sorted by resource, with each hold flattened to
    * `client_id, 'x'|'s', fencing_token, expires_at` and each waiter to
    * `client_id, 'x'|'s', ttl_ms, since, wait_until`, in holder and queue order.
    */
@@ -140,7 +143,7 @@ export class LockTable implements StateMachine {
       for (const w of e.waiters) waits.push(w.client_id, modeCode(w.mode), w.ttl_ms, w.since, w.wait_until);
       locks[i] = [name, holds, waits];
     }
-    return { v: SNAPSHOT_VERSION, locks };
+    return { v: SNAPSHOT_VERSION, locks, token: this.lastToken };
   }
 
   /** Resources, holds and waiters: what snapshot() walks. */
@@ -216,6 +219,9 @@ export class LockTable implements StateMachine {
       if (e.holders.length > 0 || e.waiters.length > 0) resources.set(resource, e);
     }
     for (const list of waitsByClient.values()) list.sort((a, b) => a.since - b.since);
+    // Absent from snapshots written before tokens could run ahead of log indexes: there, no token
+    // was above its entry's index, so 0 gives the same tokens from here on.
+    this.lastToken = isInt(data.token) ? data.token : 0;
     this.resources = resources;
     this.waitsByClient = waitsByClient;
     this.holdsByClient = new Map();
@@ -348,7 +354,7 @@ export class LockTable implements StateMachine {
       e = e!;
       if (e.holders.length === 1) {
         held.mode = 'exclusive';
-        held.fencing_token = index;
+        held.fencing_token = this.nextToken(index);
         held.expires_at = now + ttl_ms;
         this.holdHeap.update(held);
         result = { status: 'granted', hold: holdView(held) };
@@ -366,7 +372,7 @@ export class LockTable implements StateMachine {
         (mode === 'shared' ? !e?.holders.some((h) => h.mode === 'exclusive') : !e?.holders.length);
       if (grantable) {
         if (!e) this.resources.set(resource, (e = { holders: [], waiters: [] }));
-        const h = this.addHold(e, resource, client_id, mode, index, now + ttl_ms);
+        const h = this.addHold(e, resource, client_id, mode, this.nextToken(index), now + ttl_ms);
         result = { status: 'granted', hold: holdView(h) };
       } else if (wait_ms === 0) {
         result = { status: 'conflict', holders: e!.holders.map(holdView) };
@@ -488,24 +494,36 @@ export class LockTable implements StateMachine {
       this.removeWaiter(w);
       const own = e.holders.find((h) => h.client_id === w.client_id);
       let h: HoldRec;
+      const token = this.nextToken(index);
       if (own) {
         // An upgrade: the shared hold becomes exclusive under a new token.
         own.mode = w.mode;
-        own.fencing_token = index;
+        own.fencing_token = token;
         own.expires_at = now + w.ttl_ms;
         this.holdHeap.update(own);
         h = own;
       } else {
-        h = this.addHold(e, resource, w.client_id, w.mode, index, now + w.ttl_ms);
+        h = this.addHold(e, resource, w.client_id, w.mode, token, now + w.ttl_ms);
       }
       grants.push({
         resource,
         client_id: h.client_id,
         mode: h.mode,
-        fencing_token: index,
+        fencing_token: token,
         expires_at: h.expires_at,
       });
     }
+  }
+
+  /**
+   * The token of a grant made by the entry at `index`: its index, unless an earlier grant (of this
+   * same entry: shared waiters let in together, or a later one) already took that, then the next
+   * number. Tokens so stay strictly increasing over all grants and at least their entry's index;
+   * entries that grant nothing let the index catch up again.
+   */
+  private nextToken(index: number): number {
+    this.lastToken = Math.max(index, this.lastToken + 1);
+    return this.lastToken;
   }
 
   private addHold(
@@ -513,10 +531,10 @@ export class LockTable implements StateMachine {
     resource: string,
     client_id: string,
     mode: LockMode,
-    index: number,
+    token: number,
     expires_at: number,
   ): HoldRec {
-    const h: HoldRec = { resource, client_id, mode, fencing_token: index, expires_at, pos: -1 };
+    const h: HoldRec = { resource, client_id, mode, fencing_token: token, expires_at, pos: -1 };
     // A one-element literal, not a push: V8 would reserve room for 17 (most resources have one holder).
     if (e.holders.length === 0) e.holders = [h];
     else e.holders.push(h);

@@ -7,7 +7,10 @@ export type LockMode = 'exclusive' | 'shared';
 export type Hold = {
   client_id: string;
   mode: LockMode;
-  /** Log index of the entry that granted this hold (strictly increasing per resource). */
+  /**
+   * Log index of the entry that granted this hold, or the next number up when that entry granted
+   * several (shared holders let in together): strictly increasing over all grants.
+   */
   fencing_token: number;
   /** Epoch ms on the leader's clock. */
   expires_at: number;

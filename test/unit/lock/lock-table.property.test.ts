@@ -55,6 +55,13 @@ const conflicts = (a: LockMode, b: LockMode) => a === 'exclusive' || b === 'excl
 
 class Reference {
   locks = new Map<string, RLock>();
+  lastToken = 0;
+
+  /** A grant's token: the entry's index, or the next number when that entry already granted one. */
+  token(index: number): number {
+    this.lastToken = Math.max(index, this.lastToken + 1);
+    return this.lastToken;
+  }
 
   apply(cmd: Json, index: number): { result: Out; checks: AbortCheck[] } {
     const c = cmd as Out;
@@ -207,7 +214,7 @@ class Reference {
     } else if (mine) {
       if (l.hs.length === 1) {
         mine.mode = 'exclusive';
-        mine.token = index;
+        mine.token = this.token(index);
         mine.exp = now + ttl;
         result = { status: 'granted', hold: view(mine) };
       } else if (wait === 0) {
@@ -222,7 +229,7 @@ class Reference {
     } else {
       const free = mode === 'exclusive' ? l.hs.length === 0 : l.hs.every((h) => h.mode === 'shared');
       if (free && l.ws.length === 0) {
-        const h = { client, mode, token: index, exp: now + ttl };
+        const h = { client, mode, token: this.token(index), exp: now + ttl };
         l.hs.push(h);
         result = { status: 'granted', hold: view(h) };
       } else if (wait === 0) {
@@ -320,9 +327,9 @@ class Reference {
       l.ws.shift();
       // An upgrade replaces the waiter's own shared hold (then the only one).
       l.hs = l.hs.filter((h) => h.client !== w.client);
-      const h = { client: w.client, mode: w.mode, token: index, exp: now + w.ttl };
+      const h = { client: w.client, mode: w.mode, token: this.token(index), exp: now + w.ttl };
       l.hs.push(h);
-      grants.push({ resource, client_id: w.client, mode: w.mode, fencing_token: index, expires_at: h.exp });
+      grants.push({ resource, client_id: w.client, mode: w.mode, fencing_token: h.token, expires_at: h.exp });
     }
   }
 
@@ -546,7 +553,7 @@ interface Fresh {
 }
 
 /** The holds this entry granted: waiters it let in, and the acquirer's own new grant or upgrade. */
-function freshGrants(cmd: Json, got: LockResult | { error: string }, index: number): Fresh[] {
+function freshGrants(cmd: Json, got: LockResult | { error: string }, before: LockState[]): Fresh[] {
   if (!('op' in got)) return [];
   const fresh: Fresh[] = [];
   if ('grants' in got) {
@@ -556,9 +563,15 @@ function freshGrants(cmd: Json, got: LockResult | { error: string }, index: numb
   if (got.op === 'acquire' && got.result.status === 'granted') {
     const c = cmd as Out;
     const h = got.result.hold;
-    // A reentrant answer keeps an older token; a new grant carries this index.
-    const listed = fresh.some((f) => f.resource === c.resource && f.client_id === c.client_id);
-    if (h.fencing_token === index && !listed) {
+    // A reentrant answer keeps the token the client already held; anything else is a new grant.
+    // (Its waiter may have been granted by this same entry, then upgraded: two grants, two tokens.)
+    const listed = fresh.some(
+      (f) => f.resource === c.resource && f.client_id === c.client_id && f.token === h.fencing_token,
+    );
+    const had = before
+      .find((x) => x.resource === c.resource)
+      ?.holders.find((x) => x.client_id === c.client_id);
+    if (had?.fencing_token !== h.fencing_token && !listed) {
       fresh.push({
         resource: c.resource as string,
         client_id: h.client_id,
@@ -600,28 +613,17 @@ function invariants(
   }
   for (const c of [...CLIENTS, 'nobody']) assert.equal(table.holdsOf(c), holds.get(c) ?? 0, c);
 
-  // Fencing: every grant of this entry carries its index, so tokens strictly increase per resource
-  // from one granting entry to the next, and a holder's token is one its resource was granted.
-  const modes = new Map<string, LockMode[]>();
+  // Fencing: every grant gets a token above every token given before (its entry's index, or the next
+  // number up when the entry grants several), and a holder's token is one its resource was granted.
+  const latest = Math.max(0, ...[...issued.values()].flatMap((set) => [...set]));
+  assert.equal(new Set(fresh.map((f) => f.token)).size, fresh.length, 'no two grants share a token');
   for (const f of fresh) {
-    assert.equal(f.token, index);
+    assert.ok(f.token >= index, 'a token is at least the index of its entry');
+    assert.ok(f.token > latest, 'tokens strictly increase over all grants');
     const set = issued.get(f.resource) ?? new Set<number>();
-    // Earlier entries issued smaller tokens; only shared grants share this entry's token.
-    assert.ok(
-      [...set].every((t) => t <= index),
-      'tokens increase',
-    );
-    assert.ok(!set.has(index) || f.mode === 'shared', 'one exclusive grant per entry and resource');
-    set.add(index);
+    set.add(f.token);
     issued.set(f.resource, set);
-    modes.set(f.resource, [...(modes.get(f.resource) ?? []), f.mode]);
   }
-  for (const m of modes.values())
-    if (m.length > 1)
-      assert.ok(
-        m.every((x) => x === 'shared'),
-        'only shared grants share a token',
-      );
 
   for (const s of states) {
     const holders = s.holders;
@@ -682,7 +684,7 @@ function run(actions: Action[], cut: number, stats: Stats): void {
     const { result: want, checks } = ref.apply(cmd, index);
     log.push({ cmd, index, result: got });
     compareResults(got, want, checks, stats);
-    const fresh = freshGrants(cmd, got, index);
+    const fresh = freshGrants(cmd, got, before);
     stats.grants += fresh.length;
     for (const f of fresh) {
       const held = before

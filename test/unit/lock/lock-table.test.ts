@@ -506,6 +506,46 @@ describe('LockTable: release and renew', () => {
   });
 });
 
+describe('LockTable: fencing tokens', () => {
+  it('shared holders let in together get distinct tokens, above every earlier one', () => {
+    const h = new Harness();
+    h.acquire('r', 'x'); // token 1
+    h.acquire('r', 'a', { mode: 'shared', wait: 1000 });
+    h.acquire('r', 'b', { mode: 'shared', wait: 1000 });
+    h.acquire('r', 'c', { mode: 'shared', wait: 1000 });
+    const r = h.release('r', 'x'); // entry 5 lets a, b and c in
+    assert.deepEqual(
+      r.grants.map((g) => [g.client_id, g.fencing_token]),
+      [
+        ['a', 5],
+        ['b', 6],
+        ['c', 7],
+      ],
+    );
+    // The next entry's grant comes after them, not at its own index (6); so does the one after.
+    assert.equal(granted(h.acquire('s', 'y')).fencing_token, 8);
+    assert.equal(granted(h.acquire('t', 'z')).fencing_token, 9);
+    // Entries that grant nothing let the log index catch up: then tokens are indexes again.
+    h.release('nothing', 'held');
+    h.release('nothing', 'held');
+    assert.equal(granted(h.acquire('u', 'w')).fencing_token, 10);
+    assert.equal(granted(h.acquire('u2', 'w')).fencing_token, 11);
+    // A restored replica goes on from the same place.
+    const copy = new LockTable();
+    copy.restore(h.table.snapshot());
+    const next = {
+      op: 'acquire',
+      resource: 'v',
+      client_id: 'q',
+      mode: 'exclusive',
+      ttl_ms: 10,
+      wait_ms: 0,
+      now: h.now,
+    };
+    assert.deepEqual(copy.apply(next, 12, 1), h.table.apply(next, 12, 1));
+  });
+});
+
 describe('LockTable: extend_all', () => {
   it('gives every hold extend_ms more, from now for one already run out here', () => {
     const h = new Harness();
@@ -786,6 +826,7 @@ describe('LockTable: snapshot and restore', () => {
         ['r2', ['c', 'x', 5, 1050], ['d', 's', 100, 6, 1400]],
         ['r3', ['e', 'x', 7, 1100], []],
       ],
+      token: 7,
     });
   });
 
