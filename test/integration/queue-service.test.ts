@@ -13,6 +13,8 @@ import { QueueStore, type PopOptions, type PopResult } from '../../src/queue/sto
 import { RedisServer } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
 
+const code = (e: unknown): string => (e instanceof DssError ? e.code : String(e));
+
 let queueSeq = 0;
 const freshQueue = (tag: string): string => `svc.${tag}.${process.pid}.${++queueSeq}`;
 
@@ -189,6 +191,24 @@ describe('queue service (real redis-server)', { timeout: 60_000 }, () => {
     const got = await svc.pop(q, { max: 1, waitMs: 0 });
     assert.deepEqual(got, [{ id: last, message: 'deliverable', delivery_count: 1 }]);
     assert.deepEqual(await store.stats(q), { ready: 0, pending: 1, dead: first.length });
+  });
+
+  it('a pop that fails on a later script call gives back what the earlier ones took', async () => {
+    const { store, svc } = setup();
+    const q = freshQueue('partial');
+    const [id] = await svc.push(q, ['first']);
+    const real = store.pop.bind(store);
+    let calls = 0;
+    // The first call takes the message but says more may lie behind (as at its dead-letter bound);
+    // the second fails as Redis going away would.
+    store.pop = async (queue: string, o: PopOptions): Promise<PopResult> => {
+      if (++calls === 1) return { ...(await real(queue, o)), more: true };
+      throw new DssError('unavailable', 'Redis unavailable: simulated');
+    };
+    await assert.rejects(svc.pop(q, { max: 2, waitMs: 0 }), (e: unknown) => code(e) === 'unavailable');
+    store.pop = real;
+    assert.deepEqual(await store.stats(q), { ready: 1, pending: 0, dead: 0 });
+    assert.deepEqual(await svc.pop(q, { max: 1, waitMs: 0 }), [{ id, message: 'first', delivery_count: 1 }]);
   });
 
   it('the monitor redelivers for every queue it owns while one of them keeps failing', async () => {
