@@ -174,8 +174,9 @@ export class QueueService {
   }
 
   /**
-   * Deliveries that reached no consumer (the client went away before its answer was sent) go back
-   * to the head of ready at once, in order and uncounted, instead of waiting out their visibility.
+   * Deliveries that reached no consumer (the client went away before its answer was sent, or its
+   * long poll ended while the pop was in Redis) go back to the head of ready at once, in order and
+   * uncounted, instead of waiting out their visibility.
    */
   async giveBack(queue: string, msgs: PoppedMessage[]): Promise<void> {
     if (msgs.length === 0) return;
@@ -348,15 +349,7 @@ export class QueueService {
       }
       if (given < got.length) {
         // Rare: a long poll ended while its pop was in flight. The rest go back as if never popped.
-        try {
-          await this.opts.store.unpop(queue, got.slice(given));
-        } catch (err) {
-          // Still pending: the monitor redelivers them after their visibility timeout.
-          this.opts.logger.warn(
-            { err, queue, n: got.length - given },
-            'could not return unclaimed deliveries',
-          );
-        }
+        await this.giveBack(queue, got.slice(given));
         continue;
       }
       // Redis ran dry: the rest keep waiting, unless a push came in meanwhile.

@@ -5,11 +5,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import pino from 'pino';
 import { DssError } from '../../src/errors.js';
-import { HashRing } from '../../src/queue/ring.js';
-import { QueueService, type QueueServiceOptions } from '../../src/queue/service.js';
+import type { QueueService, QueueServiceOptions } from '../../src/queue/service.js';
 import { QueueStore, type PopOptions, type PopResult } from '../../src/queue/store.js';
+import { oneNodeQueueService } from '../helpers/queue-service.js';
 import { RedisServer } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -46,21 +45,7 @@ describe('queue service (real redis-server)', { timeout: 60_000 }, () => {
   /** A fresh store (its methods may be wrapped per test) and a one-node service on it. */
   function setup(extra: Partial<QueueServiceOptions> = {}): { store: QueueStore; svc: QueueService } {
     const store = new QueueStore(redis);
-    const svc = new QueueService({
-      nodeId: 'n1',
-      store,
-      redis,
-      ring: new HashRing(['n1']),
-      isUp: () => true,
-      ackTimeoutMs: 30_000,
-      maxDeliveries: 10,
-      monitorIntervalMs: 60_000,
-      // Long: a parked pop must be woken by the push itself, not found by a periodic recheck.
-      recheckIntervalMs: 60_000,
-      metrics: { messages: () => undefined, redeliveries: () => undefined },
-      logger: pino({ level: 'silent' }),
-      ...extra,
-    });
+    const svc = oneNodeQueueService({ store, redis, ...extra });
     services.push(svc);
     return { store, svc };
   }

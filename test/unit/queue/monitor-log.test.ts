@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import type { Logger } from 'pino';
-import { HashRing } from '../../../src/queue/ring.js';
-import { MONITOR_STARTUP_GRACE_MS, QueueService } from '../../../src/queue/service.js';
+import { MONITOR_STARTUP_GRACE_MS } from '../../../src/queue/service.js';
 import type { QueueStore, RedisClient } from '../../../src/queue/store.js';
+import { oneNodeQueueService } from '../../helpers/queue-service.js';
 import { waitFor } from '../../helpers/wait.js';
 
 describe('queue redelivery monitor: logging of a Redis outage', () => {
@@ -26,17 +26,10 @@ describe('queue redelivery monitor: logging of a Redis outage', () => {
     debug: () => undefined,
   } as unknown as Logger;
   let clock = 1_000_000;
-  const svc = new QueueService({
-    nodeId: 'n1',
+  const svc = oneNodeQueueService({
     store: {} as QueueStore,
     redis,
-    ring: new HashRing(['n1']),
-    isUp: () => true,
-    ackTimeoutMs: 30_000,
-    maxDeliveries: 10,
     monitorIntervalMs: 5,
-    recheckIntervalMs: 60_000,
-    metrics: { messages: () => undefined, redeliveries: () => undefined },
     logger,
     now: () => clock,
   });
